@@ -1,0 +1,39 @@
+"""Model adapters: every video VAE behind one protocol (see ``adapters.base``)."""
+
+from adapters.base import (
+    FULL,
+    RANDOM_WEIGHTS,
+    AdapterError,
+    FrameRule,
+    InferenceMode,
+    Preset,
+    VAESpec,
+    VideoVAE,
+)
+from adapters.registry import create_model, get_preset, presets, register
+
+
+def register_builtin() -> None:
+    """Register the suite's own presets (entry point ``vae_bench.adapters:builtin``)."""
+    from adapters import identity
+
+    for module in (identity,):
+        for preset in module.PRESETS:
+            register(preset, replace=True)
+
+
+__all__ = [
+    "FULL",
+    "RANDOM_WEIGHTS",
+    "AdapterError",
+    "FrameRule",
+    "InferenceMode",
+    "Preset",
+    "VAESpec",
+    "VideoVAE",
+    "create_model",
+    "get_preset",
+    "presets",
+    "register",
+    "register_builtin",
+]

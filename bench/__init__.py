@@ -1,0 +1,3 @@
+"""vae-bench: benchmark suite for video VAEs."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,89 @@
+"""``vae-bench``: list models and datasets, run sweeps, redraw reports."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from adapters import AdapterError
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from adapters import presets
+    from bench.data import load_datasets
+
+    print("models (presets):")
+    for name, preset in presets().items():
+        release = f"  [{preset.release}]" if preset.release else ""
+        print(f"  {name:24s} {preset.adapter.__module__:22s} {preset.description}{release}")
+    print("\ndatasets:")
+    for name, dataset in load_datasets(args.datasets).items():
+        print(f"  {name:24s} {dataset.protocol}")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from bench.runner import run_sweep
+    from bench.sweep import load_sweep
+
+    sweep = load_sweep(args.sweep)
+    try:
+        root = run_sweep(sweep, args.out, run_name=args.name, device=args.device)
+    except KeyboardInterrupt:
+        return 130
+    print(f"results: {root / 'results.csv'}  clips: {root / 'clips.csv'}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from bench.report.plots import plot_run
+    from bench.results import read_results
+
+    run_dir = Path(args.run)
+    paths = plot_run(read_results(run_dir), run_dir / "plots")
+    for path in paths:
+        print(path)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vae-bench", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="registered models (presets) and datasets")
+    p.add_argument("--datasets", default=None, help="datasets.yaml (default: ./datasets.yaml)")
+    p.set_defaults(func=_cmd_list)
+
+    p = sub.add_parser("run", help="run a sweep file (resumes a run of the same name)")
+    p.add_argument("sweep", help="sweep YAML, e.g. sweeps/default.yaml")
+    p.add_argument("--out", default="reports", help="root of run directories (default: reports)")
+    p.add_argument("--name", default=None, help="run name (default: the sweep's name)")
+    p.add_argument("--device", default=None, help="override the sweep's device (auto|cpu|cuda:N)")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("report", help="redraw the plots of a run from its results.csv")
+    p.add_argument("run", help="run directory, e.g. reports/default")
+    p.set_defaults(func=_cmd_report)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    from bench.data import DatasetError
+    from bench.sweep import SweepError
+
+    try:
+        return args.func(args)
+    except (SweepError, DatasetError, AdapterError, FileNotFoundError) as error:
+        print(f"vae-bench: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,549 @@
+"""Sweep -> cells -> rows. Validates everything first, then runs the unfinished cells.
+
+Each cell is either *quality* (one pass over a dataset's clips computing every metric
+at once) or *efficiency* (encode, decode and round trip timed and memory-profiled on a
+seeded input). Finished cells are stored by :class:`bench.results.RunStore`, so a rerun
+of the same run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import traceback
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import stats
+from tqdm.auto import tqdm
+
+from adapters import RANDOM_WEIGHTS, AdapterError, InferenceMode, VideoVAE, get_preset
+from bench import environment
+from bench.data import Clip, Dataset, DatasetError, SkippedClip, load_datasets
+from bench.metrics import MetricUnavailable, VideoMetric, build_metrics
+from bench.profile import PhaseResult, profile_codec
+from bench.results import RunStore
+from bench.sweep import Cell, Sweep, SweepError
+
+log = logging.getLogger("vae_bench")
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+EFFICIENCY_METRICS = {
+    # metric name -> (PhaseResult attribute, unit, scale)
+    "frames_per_s": ("frames_per_s", "frames/s", 1.0),
+    "clips_per_s": ("clips_per_s", "clips/s", 1.0),
+    "peak_allocated_mb": ("peak_allocated_bytes", "MiB", 2.0**-20),
+    "peak_reserved_mb": ("peak_reserved_bytes", "MiB", 2.0**-20),
+    "nvml_used_mb": ("nvml_used_bytes", "MiB", 2.0**-20),
+    "peak_rss_mb": ("peak_rss_bytes", "MiB", 2.0**-20),
+}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated sweep: the cells to run and what they need."""
+
+    sweep: Sweep
+    cells: tuple[Cell, ...]
+    datasets: dict[str, Dataset]
+    device: torch.device
+    lpips_skip_reason: str  # "" when LPIPS is computed
+    requested: dict[str, int]  # cell key -> frames the sweep asked for (before the frame rule)
+
+
+# --- planning -------------------------------------------------------------------------
+def _quality_settings(sweep: Sweep, metrics: tuple[str, ...]) -> str:
+    q = sweep.quality
+    return json.dumps(
+        {"metrics": metrics, "lpips_net": q.lpips_net, "max_clips": q.max_clips}, sort_keys=True
+    )
+
+
+def _efficiency_settings(sweep: Sweep) -> str:
+    e = sweep.efficiency
+    return json.dumps({"warmup": e.warmup, "repeats": e.repeats, "seed": e.seed}, sort_keys=True)
+
+
+def _lpips_check(sweep: Sweep, device: torch.device) -> str:
+    """Fail before any work when LPIPS weights are missing, unless the sweep says skip."""
+    if "lpips" not in sweep.quality.metrics:
+        return ""
+    try:
+        build_metrics(["lpips"], device="cpu", lpips_net=sweep.quality.lpips_net)
+    except MetricUnavailable as error:
+        if sweep.quality.lpips_missing == "skip":
+            return str(error)
+        raise SweepError(
+            f"{sweep.source}: quality.metrics: {error} (or set quality.lpips_missing: skip)"
+        ) from None
+    return ""
+
+
+def plan(sweep: Sweep, device: str | None = None) -> Plan:
+    """Every check that can fail, done before the first cell runs."""
+    src = sweep.source
+    try:
+        torch_device = environment.resolve_device(device or sweep.device)
+    except (ValueError, RuntimeError) as error:
+        raise SweepError(f"{src}: device: {error}") from None
+    try:
+        all_datasets = load_datasets(sweep.datasets_file)
+    except DatasetError as error:
+        raise SweepError(str(error)) from None
+    unknown = [d for d in sweep.datasets if d not in all_datasets]
+    if unknown:
+        raise SweepError(f"{src}: datasets: unknown {unknown}; defined: {sorted(all_datasets)}")
+    datasets = {name: all_datasets[name] for name in sweep.datasets}
+    lpips_skip = _lpips_check(sweep, torch_device) if _any_quality(sweep) else ""
+    metrics = tuple(m for m in sweep.quality.metrics if not (m == "lpips" and lpips_skip))
+
+    cells: dict[str, Cell] = {}
+    requested_frames: dict[str, int] = {}
+
+    def add(cell: Cell, requested: int) -> None:
+        if cell.key not in cells:  # two requested lengths can fit to the same T
+            cells[cell.key] = cell
+            requested_frames[cell.key] = requested
+
+    for index, entry in enumerate(sweep.models):
+        where = f"{src}: models[{index}] ({entry.preset})"
+        try:
+            preset = get_preset(entry.preset)
+            vae = preset.create(entry.weights)
+        except AdapterError as error:
+            raise SweepError(f"{where}: {error}") from None
+        spec = vae.spec
+        quality = entry.quality if entry.quality is not None else vae.weights != RANDOM_WEIGHTS
+        modes = [InferenceMode.parse(m) for m in (entry.modes or sweep.modes)]
+        for mode in modes:
+            if mode.kind not in spec.modes:
+                raise SweepError(
+                    f"{where}: modes: {mode.label} not supported; supported kinds: "
+                    f"{', '.join(spec.modes)} (set per-model 'modes' to choose others)"
+                )
+        for dtype in sweep.dtypes:
+            for mode in modes:
+                for height, width in sweep.resolutions:
+                    for requested in sweep.frames:
+                        try:
+                            frames = spec.frame_rule.fit(requested)
+                            spec.check_input(frames, height, width)
+                        except AdapterError as error:
+                            raise SweepError(f"{where}: frames/resolutions: {error}") from None
+                        common = dict(
+                            model=entry.preset,
+                            weights=entry.weights,
+                            height=height,
+                            width=width,
+                            frames=frames,
+                            dtype=dtype,
+                            mode=mode.label,
+                        )
+                        if entry.efficiency:
+                            add(
+                                Cell(
+                                    kind="efficiency",
+                                    dataset="",
+                                    batch_size=sweep.efficiency.batch_size,
+                                    settings=_efficiency_settings(sweep),
+                                    **common,
+                                ),
+                                requested,
+                            )
+                        if quality:
+                            for name in sweep.datasets:
+                                add(
+                                    Cell(
+                                        kind="quality",
+                                        dataset=name,
+                                        batch_size=sweep.quality.batch_size,
+                                        settings=_quality_settings(sweep, metrics),
+                                        **common,
+                                    ),
+                                    requested,
+                                )
+                        if requested != frames:
+                            log.info(
+                                "%s: %d frames requested, %d used (T = %s)",
+                                entry.preset,
+                                requested,
+                                frames,
+                                spec.frame_rule,
+                            )
+        del vae
+    return Plan(sweep, tuple(cells.values()), datasets, torch_device, lpips_skip, requested_frames)
+
+
+def _any_quality(sweep: Sweep) -> bool:
+    return any(e.quality is not False for e in sweep.models)
+
+
+# --- executing ------------------------------------------------------------------------
+class ModelCache:
+    """Holds one model at a time: cells are ordered so each model/dtype loads once."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self._key: tuple[str, str, str] | None = None
+        self._vae: VideoVAE | None = None
+
+    def get(self, cell: Cell) -> VideoVAE:
+        key = (cell.model, cell.weights, cell.dtype)
+        if key != self._key:
+            self._vae = None
+            _free(self.device)
+            vae = get_preset(cell.model).create(cell.weights)
+            self._vae = vae.to(self.device, DTYPES[cell.dtype]).eval()
+            self._key = key
+        assert self._vae is not None
+        return self._vae
+
+
+def _free(device: torch.device) -> None:
+    import gc
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _cell_columns(
+    cell: Cell, vae: VideoVAE, requested: int, device: torch.device
+) -> dict[str, Any]:
+    return {
+        "cell": cell.key, "kind": cell.kind, "model": cell.model, "family": vae.spec.family,
+        "weights": vae.weights, "params": vae.spec.params, "dataset": cell.dataset,
+        "height": cell.height, "width": cell.width, "frames_requested": requested,
+        "frames": cell.frames, "batch_size": cell.batch_size, "dtype": cell.dtype,
+        "mode": cell.mode, "device": environment.device_name(device),
+    }  # fmt: skip
+
+
+def _mean_ci(values: np.ndarray) -> tuple[float, float]:
+    """95% Student-t interval of the mean over clips (nan when undefined)."""
+    finite = values[np.isfinite(values)]
+    if len(finite) < 2 or len(finite) != len(values):
+        return math.nan, math.nan
+    sem = stats.sem(finite)
+    if sem == 0:
+        return float(finite.mean()), float(finite.mean())
+    low, high = stats.t.interval(0.95, len(finite) - 1, loc=finite.mean(), scale=sem)
+    return float(low), float(high)
+
+
+def _batches(
+    items: Iterator[Clip | SkippedClip], size: int
+) -> Iterator[tuple[list[Clip], list[SkippedClip]]]:
+    batch: list[Clip] = []
+    skipped: list[SkippedClip] = []
+    for item in items:
+        if isinstance(item, SkippedClip):
+            skipped.append(item)
+            continue
+        batch.append(item)
+        if len(batch) == size:
+            yield batch, skipped
+            batch, skipped = [], []
+    if batch or skipped:
+        yield batch, skipped
+
+
+def run_quality(cell: Cell, vae: VideoVAE, dataset: Dataset, plan: Plan, base: dict[str, Any]):
+    """One pass over the clips computing every metric; returns (results, clips, frames)."""
+    settings = json.loads(cell.settings)
+    metrics: list[VideoMetric] = build_metrics(
+        settings["metrics"], device=plan.device, lpips_net=settings["lpips_net"]
+    )
+    clip_ids = dataset.clip_ids()
+    if settings["max_clips"]:
+        clip_ids = clip_ids[: settings["max_clips"]]
+    mode = InferenceMode.parse(cell.mode)
+    clip_base = {
+        k: base[k]
+        for k in (
+            "run",
+            "cell",
+            "model",
+            "weights",
+            "dataset",
+            "height",
+            "width",
+            "frames",
+            "dtype",
+            "mode",
+            "device",
+        )
+    }
+    clip_rows: list[dict[str, Any]] = []
+    evaluated: list[dict[str, Any]] = []
+    nonfinite = 0
+    items = dataset.iter_clips(cell.frames, cell.height, cell.width, clip_ids=clip_ids)
+    progress = tqdm(total=len(clip_ids), desc=f"  clips {cell.model}", unit="clip", leave=False)
+    for batch, skipped in _batches(items, cell.batch_size):
+        for item in skipped:
+            clip_rows.append(
+                {
+                    **clip_base,
+                    "clip": item.clip_id,
+                    "source": item.source,
+                    "status": getattr(item, "status", "skipped"),
+                    "reason": item.reason,
+                }
+            )
+        if batch:
+            target = torch.stack([c.video for c in batch]).to(plan.device)
+            recon = vae.reconstruct(target.to(DTYPES[cell.dtype]), mode).float()
+            finite = torch.isfinite(recon).flatten(1).all(dim=1)
+            for clip, ok in zip(batch, finite.tolist(), strict=True):
+                row = {
+                    **clip_base,
+                    "clip": clip.clip_id,
+                    "source": clip.source,
+                    "start": clip.start,
+                    "status": "ok" if ok else "nonfinite",
+                    "reason": "" if ok else "reconstruction has NaN/Inf values",
+                }
+                clip_rows.append(row)
+                if ok:
+                    evaluated.append(row)
+            nonfinite += int((~finite).sum())
+            if finite.any():
+                for metric in metrics:
+                    metric.update(target[finite], recon[finite])
+        progress.update(len(batch) + len(skipped))
+    progress.close()
+
+    n = len(evaluated)
+    notes = (
+        [f"{len(clip_rows) - n - nonfinite} clips skipped"]
+        if len(clip_rows) - n - nonfinite
+        else []
+    )
+    if nonfinite:
+        notes.append(f"{nonfinite} clips with non-finite reconstructions excluded")
+    results, frames = [], []
+    for metric in metrics:
+        row = {
+            **base,
+            "protocol": f"{dataset.protocol};{metric.protocol}",
+            "metric": metric.name,
+            "unit": metric.unit,
+            "n": n,
+            "message": "; ".join(notes),
+        }
+        if n == 0:
+            results.append(
+                {
+                    **row,
+                    "value": math.nan,
+                    "status": "error",
+                    "message": "; ".join(["no clip could be evaluated", *notes]),
+                }
+            )
+            continue
+        per_clip = metric.per_clip().double().cpu().numpy()
+        for clip_row, value in zip(evaluated, per_clip, strict=True):
+            clip_row[metric.name] = float(value)
+        low, high = _mean_ci(per_clip)
+        results.append(
+            {
+                **row,
+                "value": float(metric.compute()),
+                "ci_low": low,
+                "ci_high": high,
+                "status": "ok",
+            }
+        )
+        for index, value in enumerate(metric.per_frame().double().cpu().tolist()):
+            frames.append(
+                {**clip_base, "metric": metric.name, "frame": index, "value": value, "n": n}
+            )
+    if plan.lpips_skip_reason and "lpips" in plan.sweep.quality.metrics:
+        results.append(
+            {
+                **base,
+                "protocol": dataset.protocol,
+                "metric": "lpips",
+                "n": 0,
+                "value": math.nan,
+                "status": "skipped",
+                "message": plan.lpips_skip_reason,
+            }
+        )
+    return results, clip_rows, frames
+
+
+def run_efficiency(cell: Cell, vae: VideoVAE, plan: Plan, base: dict[str, Any]):
+    settings = json.loads(cell.settings)
+    generator = torch.Generator().manual_seed(settings["seed"])
+    shape = (cell.batch_size, 3, cell.frames, cell.height, cell.width)
+    video = (torch.rand(shape, generator=generator) * 2 - 1).to(plan.device, DTYPES[cell.dtype])
+    mode = InferenceMode.parse(cell.mode)
+    phases = profile_codec(
+        lambda v: vae.encode(v, mode),
+        lambda z: vae.decode(z, mode),
+        video,
+        warmup=settings["warmup"],
+        repeats=settings["repeats"],
+    )
+    timer = "cuda-events" if plan.device.type == "cuda" else "perf_counter"
+    protocol = (
+        f"efficiency:warmup={settings['warmup']};repeats={settings['repeats']};"
+        f"timer={timer};input=uniform[-1,1],seed={settings['seed']}"
+    )
+    return [row for phase in phases for row in _phase_rows(phase, base, protocol)], [], []
+
+
+def _phase_rows(phase: PhaseResult, base: dict[str, Any], protocol: str) -> list[dict[str, Any]]:
+    common = {**base, "protocol": protocol, "phase": phase.phase, "n": len(phase.times_s)}
+    if phase.status != "ok":
+        return [
+            {
+                **common,
+                "metric": "latency_s",
+                "unit": "s",
+                "value": math.nan,
+                "status": phase.status,
+                "message": phase.message,
+            }
+        ]
+    rows = [
+        {
+            **common,
+            "metric": "latency_s",
+            "unit": "s",
+            "value": phase.median_s,
+            "p10": phase.p10_s,
+            "p90": phase.p90_s,
+            "status": "ok",
+            "message": "",
+        }
+    ]
+    for name, (attribute, unit, scale) in EFFICIENCY_METRICS.items():
+        value = getattr(phase, attribute)
+        if value is None:
+            rows.append(
+                {
+                    **common,
+                    "metric": name,
+                    "unit": unit,
+                    "value": math.nan,
+                    "status": "unavailable",
+                    "message": f"{name} not available on this device",
+                }
+            )
+        else:
+            rows.append(
+                {
+                    **common,
+                    "metric": name,
+                    "unit": unit,
+                    "value": float(value) * scale,
+                    "status": "ok",
+                    "message": "",
+                }
+            )
+    return rows
+
+
+def execute(cell: Cell, plan: Plan, cache: ModelCache, run: str):
+    """Run one cell; an error becomes rows with status ``error`` (retried on resume)."""
+    vae = cache.get(cell)
+    base = {
+        "run": run,
+        **_cell_columns(cell, vae, plan.requested[cell.key], plan.device),
+        **environment.run_metadata(),
+        "timestamp": environment.timestamp(),
+    }
+    try:
+        if cell.kind == "quality":
+            return run_quality(cell, vae, plan.datasets[cell.dataset], plan, base)
+        return run_efficiency(cell, vae, plan, base)
+    except torch.cuda.OutOfMemoryError as error:
+        _free(plan.device)
+        status, message = "oom", f"out of memory at {cell.title}: {str(error).splitlines()[0]}"
+    except (RuntimeError, ValueError, MetricUnavailable, AdapterError) as error:
+        _free(plan.device)
+        oom = "out of memory" in str(error) or "can't allocate memory" in str(error)
+        status = "oom" if oom else "error"
+        message = f"{type(error).__name__}: {error}"
+        log.error("cell %s failed:\n%s", cell.title, traceback.format_exc())
+    return (
+        [
+            {
+                **base,
+                "protocol": "",
+                "metric": "cell",
+                "value": math.nan,
+                "status": status,
+                "message": message,
+            }
+        ],
+        [],
+        [],
+    )
+
+
+def _order(cells: tuple[Cell, ...]) -> list[Cell]:
+    """Group by model and dtype (one model load each), keep the sweep's order otherwise."""
+    first: dict[tuple[str, str, str], int] = {}
+    for index, cell in enumerate(cells):
+        first.setdefault((cell.model, cell.weights, cell.dtype), index)
+    return sorted(cells, key=lambda c: first[(c.model, c.weights, c.dtype)])
+
+
+def run_sweep(
+    sweep: Sweep,
+    out_root: str | Path = "reports",
+    *,
+    run_name: str | None = None,
+    device: str | None = None,
+    plots: bool = True,
+) -> Path:
+    """Validate, run the unfinished cells, merge CSVs and draw plots; returns the run dir."""
+    validated = plan(sweep, device)
+    run = run_name or sweep.name
+    store = RunStore(Path(out_root) / run)
+    store.write_metadata(
+        {
+            "run": run,
+            "sweep": sweep.to_dict(),
+            "device": str(validated.device),
+            "device_name": environment.device_name(validated.device),
+            **environment.run_metadata(),
+            "started": environment.timestamp(),
+            "cells": [asdict(c) | {"key": c.key} for c in validated.cells],
+        }
+    )
+    failed = store.cells_with_status("error")
+    todo = [c for c in _order(validated.cells) if not store.is_done(c.key) or c.key in failed]
+    skipped = len(validated.cells) - len(todo)
+    print(
+        f"run {run}: {len(validated.cells)} cells, {skipped} already done, {len(todo)} to run "
+        f"on {validated.device} -> {store.root}"
+    )
+    cache = ModelCache(validated.device)
+    try:
+        for cell in tqdm(todo, desc="cells", unit="cell"):
+            tqdm.write(f"  {cell.title}")
+            results, clips, frames = execute(cell, validated, cache, run)
+            store.write_cell(cell.key, results, clips, frames)
+    except KeyboardInterrupt:
+        done = len(store.done_cells() & {c.key for c in validated.cells})
+        print(
+            f"\ninterrupted: {done}/{len(validated.cells)} cells finished and saved; "
+            "run the same command again to resume"
+        )
+        raise
+    store.merge()
+    if plots:
+        from bench.report.plots import plot_run
+
+        paths = plot_run(store.read_parts("results"), store.root / "plots")
+        print(f"{len(paths)} plot files in {store.root / 'plots'}")
+    return store.root

@@ -1,0 +1,244 @@
+"""Sweep files: which models x datasets x resolutions x frames x dtypes x modes to run.
+
+A sweep is validated completely before any work starts, so a typo costs seconds, not
+the hours of cells that ran before it. Example (``sweeps/default.yaml``)::
+
+    name: default
+    models:
+      - identity                                   # preset name, its default weights
+      - {preset: sd-vae-ft-mse, weights: random}   # random weights: efficiency only
+    datasets: [synthetic]
+    resolutions: [64, [64, 96]]                    # square side or [height, width]
+    frames: [9, 17]
+    dtypes: [float32]
+    modes: [full]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from adapters.base import RANDOM_WEIGHTS, AdapterError, InferenceMode
+
+DTYPES = ("float32", "float16", "bfloat16")
+QUALITY_METRICS = ("psnr", "psnr_clip", "ssim", "lpips")
+
+
+class SweepError(ValueError):
+    """An invalid sweep: the message names the file, the key and the allowed values."""
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    preset: str
+    weights: str = RANDOM_WEIGHTS
+    quality: bool | None = None  # None: quality only for real weights
+    efficiency: bool = True
+    modes: tuple[str, ...] | None = None  # None: the sweep's modes
+
+    @property
+    def label(self) -> str:
+        return self.preset
+
+
+@dataclass(frozen=True)
+class QualitySettings:
+    metrics: tuple[str, ...] = QUALITY_METRICS
+    lpips_net: str = "alex"
+    lpips_missing: str = "error"  # error | skip
+    batch_size: int = 1
+    max_clips: int | None = None
+
+
+@dataclass(frozen=True)
+class EfficiencySettings:
+    warmup: int = 1
+    repeats: int = 3
+    batch_size: int = 1
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Sweep:
+    name: str
+    models: tuple[ModelEntry, ...]
+    datasets: tuple[str, ...] = ("synthetic",)
+    resolutions: tuple[tuple[int, int], ...] = ((256, 256),)
+    frames: tuple[int, ...] = (17,)
+    dtypes: tuple[str, ...] = ("float32",)
+    modes: tuple[str, ...] = ("full",)
+    device: str = "auto"
+    datasets_file: str | None = None
+    quality: QualitySettings = field(default_factory=QualitySettings)
+    efficiency: EfficiencySettings = field(default_factory=EfficiencySettings)
+    source: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One unit of work; its ``key`` names it in the run directory (resume skips it)."""
+
+    kind: str  # quality | efficiency
+    model: str
+    weights: str
+    dataset: str
+    height: int
+    width: int
+    frames: int
+    dtype: str
+    mode: str
+    batch_size: int
+    settings: str = ""  # the protocol settings that change the numbers (JSON)
+
+    @property
+    def key(self) -> str:
+        blob = json.dumps(asdict(self), sort_keys=True)
+        return f"{self.kind[0]}-{hashlib.sha1(blob.encode()).hexdigest()[:12]}"
+
+    @property
+    def title(self) -> str:
+        where = f" on {self.dataset}" if self.dataset else ""
+        return (
+            f"{self.kind} {self.model}{where} {self.height}x{self.width}x{self.frames} "
+            f"{self.dtype} {self.mode}"
+        )
+
+
+# --- parsing ----------------------------------------------------------------------------
+_TOP_KEYS = {
+    "name", "models", "datasets", "resolutions", "frames", "dtypes", "modes", "device",
+    "datasets_file", "quality", "efficiency",
+}  # fmt: skip
+_MODEL_KEYS = {"preset", "weights", "quality", "efficiency", "modes"}
+
+
+def _fail(source: str, key: str, problem: str) -> SweepError:
+    return SweepError(f"{source}: {key}: {problem}")
+
+
+def _list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _positive_int(source: str, key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise _fail(source, key, f"{value!r} is not a positive integer")
+    return value
+
+
+def _check_keys(source: str, where: str, data: dict[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise _fail(
+            source, where or unknown[0], f"unknown key(s) {unknown}; allowed: {sorted(allowed)}"
+        )
+
+
+def _resolution(source: str, value: Any) -> tuple[int, int]:
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        return (
+            _positive_int(source, "resolutions", value[0]),
+            _positive_int(source, "resolutions", value[1]),
+        )
+    side = _positive_int(source, "resolutions", value)
+    return (side, side)
+
+
+def _model(source: str, index: int, value: Any) -> ModelEntry:
+    key = f"models[{index}]"
+    if isinstance(value, str):
+        return ModelEntry(preset=value)
+    if not isinstance(value, dict) or "preset" not in value:
+        raise _fail(source, key, "write a preset name or a mapping with a 'preset' key")
+    _check_keys(source, key, value, _MODEL_KEYS)
+    modes = value.get("modes")
+    return ModelEntry(
+        preset=str(value["preset"]),
+        weights=str(value.get("weights", RANDOM_WEIGHTS)),
+        quality=value.get("quality"),
+        efficiency=bool(value.get("efficiency", True)),
+        modes=tuple(str(m) for m in _list(modes)) if modes is not None else None,
+    )
+
+
+def _settings(source: str, key: str, data: Any, cls: type) -> Any:
+    if data is None:
+        return cls()
+    if not isinstance(data, dict):
+        raise _fail(source, key, "must be a mapping")
+    allowed = set(cls.__dataclass_fields__)
+    _check_keys(source, key, data, allowed)
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    for name in ("warmup", "repeats", "batch_size", "max_clips"):
+        if name in values and values[name] is not None:
+            if name == "warmup" and values[name] == 0:
+                continue
+            _positive_int(source, f"{key}.{name}", values[name])
+    return cls(**values)
+
+
+def parse_sweep(data: Any, source: str = "<sweep>") -> Sweep:
+    """Build a :class:`Sweep` from parsed YAML; structural errors only (see validate)."""
+    if not isinstance(data, dict):
+        raise SweepError(f"{source}: a sweep file must be a mapping with 'name' and 'models'")
+    _check_keys(source, "", data, _TOP_KEYS)
+    for required in ("name", "models"):
+        if required not in data:
+            raise _fail(source, required, "missing (required)")
+    models = tuple(_model(source, i, m) for i, m in enumerate(_list(data["models"])))
+    if not models:
+        raise _fail(source, "models", "at least one model is required")
+    dtypes = tuple(str(d) for d in _list(data.get("dtypes", ["float32"])))
+    for dtype in dtypes:
+        if dtype not in DTYPES:
+            raise _fail(source, "dtypes", f"{dtype!r} is not allowed; allowed: {list(DTYPES)}")
+    modes = tuple(str(m) for m in _list(data.get("modes", ["full"])))
+    for mode in modes + tuple(m for e in models for m in (e.modes or ())):
+        try:
+            InferenceMode.parse(mode)
+        except AdapterError as error:
+            raise _fail(source, "modes", str(error)) from None
+    quality = _settings(source, "quality", data.get("quality"), QualitySettings)
+    for metric in quality.metrics:
+        if metric not in QUALITY_METRICS:
+            raise _fail(
+                source, "quality.metrics", f"{metric!r} unknown; allowed: {list(QUALITY_METRICS)}"
+            )
+    if quality.lpips_missing not in ("error", "skip"):
+        raise _fail(source, "quality.lpips_missing", "allowed: error, skip")
+    if quality.lpips_net not in ("alex", "vgg"):
+        raise _fail(source, "quality.lpips_net", "allowed: alex, vgg")
+    return Sweep(
+        name=str(data["name"]),
+        models=models,
+        datasets=tuple(str(d) for d in _list(data.get("datasets", ["synthetic"]))),
+        resolutions=tuple(_resolution(source, r) for r in _list(data.get("resolutions", [256]))),
+        frames=tuple(_positive_int(source, "frames", f) for f in _list(data.get("frames", [17]))),
+        dtypes=dtypes,
+        modes=modes,
+        device=str(data.get("device", "auto")),
+        datasets_file=data.get("datasets_file"),
+        quality=quality,
+        efficiency=_settings(source, "efficiency", data.get("efficiency"), EfficiencySettings),
+        source=source,
+    )
+
+
+def load_sweep(path: str | Path) -> Sweep:
+    path = Path(path)
+    if not path.exists():
+        raise SweepError(f"sweep file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise SweepError(f"{path}: not valid YAML: {error}") from None
+    return parse_sweep(data, str(path))

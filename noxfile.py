@@ -1,0 +1,84 @@
+"""Sessions: bench (the main job), tests, perf (pytest-benchmark), lint.
+
+All sessions share ONE virtual environment (.nox/shared): torch and its CUDA wheels
+take about 6 GB, too much to install once per session. It is (re)installed from
+pyproject.toml + constraints.txt whenever either file changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).parent
+SHARED = ROOT / ".nox" / "shared"
+BIN = SHARED / ("Scripts" if os.name == "nt" else "bin")
+INPUTS = ("pyproject.toml", "constraints.txt")
+
+nox.options.sessions = ["tests"]
+
+
+def _stamp() -> str:
+    digest = hashlib.sha256()
+    for name in INPUTS:
+        digest.update((ROOT / name).read_bytes())
+    return digest.hexdigest()
+
+
+def shared_env(session: nox.Session) -> Path:
+    """Create or refresh the shared venv; return its bin directory."""
+    stamp_file = SHARED / ".installed"
+    stamp = _stamp()
+    if not (BIN / "python").exists():
+        session.run(sys.executable, "-m", "venv", str(SHARED), external=True)
+    if not stamp_file.exists() or stamp_file.read_text() != stamp:
+        pip = [str(BIN / "python"), "-m", "pip"]
+        session.run(*pip, "install", "--upgrade", "pip", external=True)
+        session.run(*pip, "install", "-c", "constraints.txt", "-e", ".[dev]", external=True)
+        stamp_file.write_text(stamp)
+    session.env["PATH"] = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
+    session.env["VIRTUAL_ENV"] = str(SHARED)
+    return BIN
+
+
+@nox.session(venv_backend="none")
+def bench(session: nox.Session) -> None:
+    """The main job: the default sweep on the embedded synthetic dataset (no download)."""
+    bin_dir = shared_env(session)
+    args = session.posargs or ["sweeps/default.yaml"]
+    session.run(str(bin_dir / "vae-bench"), "run", *args, external=True)
+
+
+@nox.session(venv_backend="none")
+def tests(session: nox.Session) -> None:
+    """The test suite (CPU, minutes)."""
+    bin_dir = shared_env(session)
+    session.run(str(bin_dir / "python"), "-m", "pytest", *session.posargs, external=True)
+
+
+@nox.session(venv_backend="none")
+def perf(session: nox.Session) -> None:
+    """Benchmarks (pytest-benchmark): speed is measured here, never asserted in tests."""
+    bin_dir = shared_env(session)
+    session.run(
+        str(bin_dir / "python"),
+        "-m",
+        "pytest",
+        "benchmarks",
+        "--benchmark-only",
+        "--benchmark-autosave",
+        "--benchmark-storage=reports/perf",
+        "-s",
+        *session.posargs,
+        external=True,
+    )
+
+
+@nox.session(venv_backend="none")
+def lint(session: nox.Session) -> None:
+    bin_dir = shared_env(session)
+    session.run(str(bin_dir / "ruff"), "check", ".", external=True)
