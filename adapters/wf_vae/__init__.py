@@ -1,0 +1,11 @@
+"""WF-VAE (Wavelet-Flow VAE, CVPR 2025), written to load the authors' released files.
+
+``model``: the network (``WFVAEModel``, the release's config keys and state-dict names);
+``wavelet``: Haar transforms; ``layers``: blocks; ``checkpoint``: strict loading;
+``tiling``: spatial tiles; ``adapter``: the suite's ``VideoVAE`` and the presets.
+"""
+
+from adapters.wf_vae.adapter import PRESETS, WFVAE
+from adapters.wf_vae.model import DiagonalGaussian, WFVAEModel
+
+__all__ = ["PRESETS", "WFVAE", "DiagonalGaussian", "WFVAEModel"]
