@@ -82,3 +82,21 @@ def perf(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     bin_dir = shared_env(session)
     session.run(str(bin_dir / "ruff"), "check", ".", external=True)
+
+
+@nox.session(venv_backend="none")
+def gate(session: nox.Session) -> None:
+    """Regression gate: run the default sweep as `ci`, compare with reports/baseline."""
+    bin_dir = shared_env(session)
+    vae_bench = str(bin_dir / "vae-bench")
+    session.run(vae_bench, "run", "sweeps/default.yaml", "--name", "ci", external=True)
+    session.run(
+        vae_bench,
+        "gate",
+        "--baseline",
+        "reports/baseline",
+        "--current",
+        "reports/ci",
+        *session.posargs,
+        external=True,
+    )

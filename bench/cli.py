@@ -49,6 +49,39 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _call(function_path: str, args: argparse.Namespace):
+    """Call a report function with the parsed options (dest names = parameter names)."""
+    import importlib
+
+    module, name = function_path.rsplit(":", 1)
+    options = {k: v for k, v in vars(args).items() if k not in ("command", "func", "verbose")}
+    return getattr(importlib.import_module(module), name)(**options)
+
+
+def _cmd_table(args: argparse.Namespace) -> int:
+    print(_call("bench.report.tables:make_table", args))
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from bench.report.compare import to_markdown
+
+    comparison, paths = _call("bench.report.compare:run_compare", args)
+    print(to_markdown(comparison))
+    for path in paths:
+        print(path)
+    return 0
+
+
+def _cmd_gate(args: argparse.Namespace) -> int:
+    return _call("bench.report.gate:run_gate", args)
+
+
+def _cmd_html(args: argparse.Namespace) -> int:
+    print(_call("bench.report.html:write_html_report", args))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vae-bench", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log details")
@@ -68,19 +101,45 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="redraw the plots of a run from its results.csv")
     p.add_argument("run", help="run directory, e.g. reports/default")
     p.set_defaults(func=_cmd_report)
+
+    from bench.report import compare, gate, html, tables
+
+    for name, module, func, text in (
+        ("table", tables, _cmd_table, "paper-ready table of a run (md, latex, csv)"),
+        ("compare", compare, _cmd_compare, "paired per-clip comparison of two runs"),
+        ("gate", gate, _cmd_gate, "regression gate: exit 1 when the current run regresses"),
+        ("html", html, _cmd_html, "self-contained HTML report of a run"),
+    ):
+        p = sub.add_parser(name, help=text)
+        module.add_arguments(p)
+        p.set_defaults(func=func)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     from bench.data import DatasetError
+    from bench.report.compare import CompareError
+    from bench.report.gate import GateError
+    from bench.report.tables import TableError
     from bench.sweep import SweepError
 
+    expected = (
+        SweepError,
+        DatasetError,
+        AdapterError,
+        FileNotFoundError,
+        TableError,
+        CompareError,
+        GateError,
+    )
     try:
         return args.func(args)
-    except (SweepError, DatasetError, AdapterError, FileNotFoundError) as error:
+    except expected as error:
         print(f"vae-bench: error: {error}", file=sys.stderr)
         return 2
 

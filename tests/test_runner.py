@@ -100,7 +100,11 @@ def _run_cli(sweep_file: Path, out: Path) -> subprocess.Popen:
 
 
 def _comparable(results: pd.DataFrame) -> pd.DataFrame:
-    return results.drop(columns=VOLATILE).sort_values(["cell", "phase", "metric"]).reset_index(drop=True)
+    return (
+        results.drop(columns=VOLATILE)
+        .sort_values(["cell", "phase", "metric"])
+        .reset_index(drop=True)
+    )
 
 
 def test_killed_run_resumes_to_the_same_csv(tmp_path):
@@ -130,8 +134,12 @@ def test_killed_run_resumes_to_the_same_csv(tmp_path):
     assert len(ref) == len(resumed) and not resumed.duplicated(["cell", "phase", "metric"]).any()
     pd.testing.assert_frame_equal(_comparable(ref), _comparable(resumed))
     ref_clips = pd.read_csv(tmp_path / "ref" / "tiny" / "clips.csv").sort_values(["cell", "clip"])
-    res_clips = pd.read_csv(tmp_path / "resumed" / "tiny" / "clips.csv").sort_values(["cell", "clip"])
-    pd.testing.assert_frame_equal(ref_clips.reset_index(drop=True), res_clips.reset_index(drop=True))
+    res_clips = pd.read_csv(tmp_path / "resumed" / "tiny" / "clips.csv").sort_values(
+        ["cell", "clip"]
+    )
+    pd.testing.assert_frame_equal(
+        ref_clips.reset_index(drop=True), res_clips.reset_index(drop=True)
+    )
 
 
 def _write_video(path: Path, frames: int, size: int = 32) -> None:
@@ -163,10 +171,14 @@ def test_bad_videos_become_clip_rows_not_crashes(tmp_path):
     )  # fmt: skip
     root = run_sweep(parse_sweep(sweep), tmp_path / "out", plots=False)
     clips = pd.read_csv(root / "clips.csv", keep_default_na=False).set_index("clip")
-    by_source = {Path(s).name: row for s, (_, row) in zip(clips.source, clips.iterrows(), strict=True)}
+    by_source = {
+        Path(s).name: row for s, (_, row) in zip(clips.source, clips.iterrows(), strict=True)
+    }
     assert by_source["a_good.mp4"].status == "ok"
     assert by_source["b_corrupt.mp4"].status == "error" and by_source["b_corrupt.mp4"].reason
-    assert by_source["c_short.mp4"].status == "skipped" and "short" in by_source["c_short.mp4"].reason
+    assert (
+        by_source["c_short.mp4"].status == "skipped" and "short" in by_source["c_short.mp4"].reason
+    )
     results = read_results(root)
     psnr = results[results.metric == "psnr"].iloc[0]
     assert psnr.status == "ok" and psnr.n == 1 and math.isinf(psnr.value)

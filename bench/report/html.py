@@ -1,0 +1,221 @@
+"""One self-contained HTML file per run: tables, figures and failures, nothing fetched.
+
+Figures are embedded as base64 PNG and styles are inline, so the file opens the same
+offline, attached to a CI job or mailed: it refers to no other file and no network
+address (addresses inside recorded messages are shown as text, never as links).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import json
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from bench.report.tables import (
+    LAYOUTS,
+    Table,
+    TableError,
+    TableOptions,
+    build_table,
+)
+from bench.results import atomic_write_text, read_results
+
+DEFAULT_LAYOUTS = ("wf-vae", "quality", "efficiency")
+_STYLE = """
+body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1200px;
+       color: #222; padding: 0 1em; }
+h1 { font-size: 1.6em; } h2 { margin-top: 2em; border-bottom: 1px solid #ccc; }
+table { border-collapse: collapse; margin: 1em 0; font-variant-numeric: tabular-nums; }
+th, td { padding: 0.25em 0.6em; border-bottom: 1px solid #e4e4e4; }
+thead th { border-bottom: 2px solid #888; } td.num { text-align: right; white-space: nowrap; }
+th.group { text-align: center; border-bottom: 1px solid #888; }
+.ci { color: #777; font-size: 0.85em; } ul.notes { font-size: 0.85em; color: #444; }
+figure { margin: 1.5em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
+pre { background: #f6f6f6; padding: 1em; overflow-x: auto; font-size: 0.85em; }
+.bad { color: #b00020; } .meta td:first-child { color: #666; }
+"""
+
+
+def _esc(text: object) -> str:
+    """HTML-escaped text in which no network address stays in its fetchable form."""
+    return html.escape(str(text)).replace("://", "&#58;//")
+
+
+def table_html(table: Table) -> str:
+    """A built table as an HTML ``<table>`` with its notes below."""
+    out = ["<table>", "<thead>"]
+    if table.grouped:
+        out.append("<tr><th></th>" + "".join(
+            f'<th class="group" colspan="{span}">{_esc(name)}</th>' if name
+            else "<th></th>" * span for name, span in table.groups) + "</tr>")
+    out.append("<tr><th>Model</th>" + "".join(f"<th>{_esc(c.header())}</th>"
+                                              for c in table.columns) + "</tr>")
+    out.append("</thead><tbody>")
+    for label, row in zip(table.row_labels, table.cells, strict=True):
+        cells = []
+        for cell in row:
+            text = _esc(cell.text)
+            if cell.best:
+                text = f"<strong>{text}</strong>"
+            if cell.ci_text:
+                text += f' <span class="ci">± {_esc(cell.ci_text)}</span>'
+            cells.append(f'<td class="num">{text}</td>')
+        out.append(f"<tr><td>{_esc(label)}</td>{''.join(cells)}</tr>")
+    out.append("</tbody></table>")
+    if table.notes:
+        out.append('<ul class="notes">' + "".join(f"<li>{_esc(n)}</li>" for n in table.notes)
+                   + "</ul>")
+    return "\n".join(out)
+
+
+def _figure(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    title = path.stem.replace("_", " ")
+    return (f'<figure><img alt="{_esc(title)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{_esc(title)}</figcaption></figure>")
+
+
+def _metadata(run_dir: Path, results: pd.DataFrame) -> list[tuple[str, str]]:
+    meta_path = run_dir / "run.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    items: list[tuple[str, str]] = []
+    for key in ("run", "device_name", "started", "suite_version", "git_sha", "torch_version",
+                "cuda_version", "python_version"):  # fmt: skip
+        value = meta.get(key)
+        if value in (None, "") and key in results.columns:
+            values = sorted({str(v) for v in results[key].dropna()} - {""})
+            value = ", ".join(values)
+        if value not in (None, ""):
+            items.append((key, str(value)))
+    return items
+
+
+def _status_summary(results: pd.DataFrame) -> str:
+    cells = results.drop_duplicates("cell") if "cell" in results.columns else results
+    counts = results.groupby("status").size().to_dict()
+    parts = [f"{len(cells)} cells, {len(results)} rows"] + [
+        f"{n} {status}" for status, n in sorted(counts.items())]
+    return ", ".join(parts)
+
+
+def _failures(results: pd.DataFrame) -> str:
+    bad = results[results.status.isin(["oom", "error", "nonfinite"])]
+    if bad.empty:
+        return "<p>No cell failed.</p>"
+    rows = ["<table><thead><tr><th>model</th><th>kind</th><th>size</th><th>phase/metric</th>"
+            "<th>status</th><th>message</th></tr></thead><tbody>"]
+    for row in bad.itertuples(index=False):
+        size = f"{row.height}x{row.width}x{row.frames}"
+        what = "/".join(str(v) for v in (row.phase, row.metric) if str(v) not in ("", "nan"))
+        rows.append(f"<tr><td>{_esc(row.model)}</td><td>{_esc(row.kind)}</td>"
+                    f"<td>{_esc(size)}</td><td>{_esc(what)}</td>"
+                    f'<td class="bad">{_esc(row.status)}</td><td>{_esc(row.message)}</td></tr>')
+    rows.append("</tbody></table>")
+    return "\n".join(rows)
+
+
+def _clip_summary(run_dir: Path) -> str:
+    path = run_dir / "clips.csv"
+    if not path.exists():
+        return ""
+    clips = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    if clips.empty or "status" not in clips.columns:
+        return ""
+    not_ok = clips[clips.status != "ok"]
+    text = f"<p>{len(clips)} clip evaluations, {len(clips) - len(not_ok)} ok.</p>"
+    if len(not_ok):
+        reasons = not_ok.groupby(["status", "reason"]).size().reset_index(name="clips")
+        text += "<table><thead><tr><th>status</th><th>reason</th><th>clips</th></tr></thead>"
+        text += "<tbody>" + "".join(
+            f"<tr><td>{_esc(r.status)}</td><td>{_esc(r.reason)}</td>"
+            f'<td class="num">{r.clips}</td></tr>' for r in reasons.itertuples(index=False))
+        text += "</tbody></table>"
+    return text
+
+
+def render_html(
+    run_dir: str | Path,
+    *,
+    layouts: Sequence[str] = DEFAULT_LAYOUTS,
+    options: TableOptions | None = None,
+    plots_dir: str | Path | None = None,
+) -> str:
+    """The report of one run as an HTML string (see :func:`write_html_report`)."""
+    run_dir = Path(run_dir)
+    results = read_results(run_dir)
+    name = str(results["run"].dropna().iloc[0]) if len(results) else run_dir.name
+    unknown = [layout for layout in layouts if layout not in LAYOUTS]
+    if unknown:
+        raise TableError(f"layouts {unknown}: unknown; registered: {', '.join(LAYOUTS)}")
+    body = [f"<h1>vae-bench report: {_esc(name)}</h1>", '<table class="meta">']
+    body += [f"<tr><td>{_esc(k)}</td><td>{_esc(v)}</td></tr>"
+             for k, v in _metadata(run_dir, results)]
+    body.append(f"<tr><td>results</td><td>{_esc(_status_summary(results))}</td></tr></table>")
+
+    body.append("<h2>Tables</h2>")
+    for layout in layouts:
+        body.append(f"<h3>{_esc(layout)}</h3>")
+        try:
+            body.append(table_html(build_table(results, layout, options)))
+        except TableError as error:
+            body.append(f"<p>Not drawn: {_esc(error)}</p>")
+
+    body.append("<h2>Figures</h2>")
+    with tempfile.TemporaryDirectory() as scratch:
+        plots = Path(plots_dir) if plots_dir is not None else run_dir / "plots"
+        pngs = sorted(plots.glob("*.png")) if plots.is_dir() else []
+        if not pngs:
+            from bench.report.plots import plot_run
+
+            pngs = sorted(p for p in plot_run(results, Path(scratch)) if p.suffix == ".png")
+        body += [_figure(p) for p in pngs] or ["<p>No figure: no finished rows to draw.</p>"]
+
+        body.append("<h2>Failures</h2>")
+        body.append(_failures(results))
+        clips = _clip_summary(run_dir)
+        if clips:
+            body += ["<h2>Clips</h2>", clips]
+        for extra in sorted(run_dir.glob("compare/*/compare.md")):
+            body.append(f"<h2>Comparison: {_esc(extra.parent.name)}</h2>")
+            body.append(f"<pre>{_esc(extra.read_text())}</pre>")
+            png = extra.parent / "deltas.png"
+            if png.exists():
+                body.append(_figure(png))
+        gate = run_dir / "gate.md"
+        if gate.exists():
+            body += ["<h2>Gate</h2>", f"<pre>{_esc(gate.read_text())}</pre>"]
+    head = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f"<title>vae-bench: {_esc(name)}</title><style>{_STYLE}</style></head>")
+    return head + "<body>\n" + "\n".join(body) + "\n</body></html>\n"
+
+
+def write_html_report(
+    run_dir: str | Path,
+    out: str | Path | None = None,
+    *,
+    layouts: Sequence[str] = DEFAULT_LAYOUTS,
+    options: TableOptions | None = None,
+    plots_dir: str | Path | None = None,
+) -> Path:
+    """Write ``<run>/report.html`` (or ``out``): the run's tables (every layout in
+    ``layouts`` that its rows allow), its figures (``<run>/plots/*.png``, drawn afresh
+    when absent), failed cells, skipped clips, and any comparison or gate summary saved
+    in the run directory."""
+    path = Path(out) if out is not None else Path(run_dir) / "report.html"
+    atomic_write_text(path, render_html(run_dir, layouts=layouts, options=options,
+                                        plots_dir=plots_dir))
+    return path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options for an HTML report command (dest names match :func:`write_html_report`)."""
+    parser.add_argument("run_dir", help="run directory, e.g. reports/default")
+    parser.add_argument("-o", "--out", default=None, help="file (default: <run>/report.html)")
+    parser.add_argument("--layouts", nargs="+", default=list(DEFAULT_LAYOUTS),
+                        choices=sorted(LAYOUTS), help="tables to include")
