@@ -68,7 +68,7 @@ def make_results(
                 "frames_per_s": t / latency,
                 "clips_per_s": 1 / latency,
                 "peak_rss_mb": memory(model, h, w, t),
-                "peak_allocated_mb": memory(model, h, w, t) / 2 if device != "cpu" else np.nan,
+                "peak_allocated_mb": memory(model, h, w, t) / 2 if device.startswith("NVIDIA") else np.nan,
             }
             for metric, value in eff.items():
                 rows.append(dict(cell, kind="efficiency", phase=phase, metric=metric,
@@ -189,7 +189,7 @@ def test_fixed_axis_prefers_a_swept_setting(tmp_path: Path) -> None:
 
 
 def test_cuda_rows_draw_the_allocator_peak(tmp_path: Path) -> None:
-    df = make_results(models=("m",), device="cuda:0")
+    df = make_results(models=("m",), device="NVIDIA H100 80GB HBM3")
     paths = plot_run(_only(df, "efficiency"), tmp_path)
     assert tmp_path / "memory_vs_resolution.svg" in paths
     assert "CUDA allocator" in _svg_text(tmp_path / "memory_vs_resolution.svg")
@@ -231,7 +231,7 @@ def test_memory_growth_uses_the_cuda_allocator_on_gpu_rows() -> None:
     # peak_rss_mb grows with frames**0.5; peak_allocated_mb is half of it (same slope),
     # so a distractor with another slope is added to RSS only.
     df = make_results(models=("m",), sizes=((64, 64),), frames=(5, 9, 17),
-                      device="cuda:0", memory=lambda m, h, w, t: 10.0 * t ** 0.5)
+                      device="NVIDIA H100 80GB HBM3", memory=lambda m, h, w, t: 10.0 * t ** 0.5)
     rss = df["metric"] == "peak_rss_mb"
     df.loc[rss, "value"] = df.loc[rss, "frames"] ** 2.0
     out = memory_growth_exponent(df, "encode")

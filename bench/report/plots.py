@@ -96,13 +96,19 @@ def _ok_rows(results: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def _is_cuda(device: pd.Series) -> pd.Series:
-    return device.fillna("").astype(str).str.startswith("cuda")
-
-
 def _memory_rows(eff: pd.DataFrame) -> pd.DataFrame:
-    """Peak memory per row: the CUDA allocator's on GPU rows, the process RSS elsewhere."""
-    cuda = _is_cuda(eff["device"]) if "device" in eff.columns else pd.Series(False, eff.index)
+    """Peak memory per row: the CUDA allocator's where a cell measured it, else process RSS.
+
+    The ``device`` column holds a device *name* (e.g. an H100's), so a GPU cell is told by
+    its measured allocator peak rather than by that name.
+    """
+    key = [c for c in ("cell", "phase") if c in eff.columns]
+    measured = eff["metric"].eq(CUDA_MEMORY_METRIC) & eff["value"].notna()
+    if key:
+        cuda_keys = set(map(tuple, eff.loc[measured, key].to_numpy()))
+        cuda = pd.Series([tuple(k) in cuda_keys for k in eff[key].to_numpy()], index=eff.index)
+    else:
+        cuda = pd.Series(False, index=eff.index)
     keep = ((eff["metric"] == CUDA_MEMORY_METRIC) & cuda) | (
         (eff["metric"] == HOST_MEMORY_METRIC) & ~cuda)
     return eff[keep]
