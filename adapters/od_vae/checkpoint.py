@@ -1,0 +1,185 @@
+"""Reading the CausalVideoVAE releases and loading them with a strict key match.
+
+Layouts, as the release's ``from_pretrained`` reads them:
+
+- ``config.json`` + one ``*.ckpt`` training checkpoint (Open-Sora Plan v1.1/v1.2,
+  ``vae/checkpoint.ckpt``), read as its ``init_from_ckpt`` does: ``ema_state_dict`` (DDP
+  ``module.`` prefixes removed) when present and not empty, else
+  ``state_dict["gen_model"]`` or ``state_dict``, else the top level;
+- ``config.json`` + diffusers weights (``diffusion_pytorch_model.safetensors`` or ``.bin``,
+  as ``save_pretrained`` writes them; Open-Sora Plan v1.0).
+
+Strict: every tensor of the model must be in the file under its name and shape, and
+nothing else, with one documented allowance taken from the release: training
+checkpoints may carry the loss's weights (LPIPS, discriminator) under ``loss.*``, which
+``init_from_ckpt`` skips; they are left out and counted in the load report. Config keys
+the class does not take (training settings such as ``lr``, ``loss_params``) are reported
+too, and the ones that would change the network are checked.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from adapters.base import AdapterError
+from adapters.od_vae.model import CausalVAEModel
+from adapters.wf_vae.checkpoint import LoadReport, read_state_dict
+
+CONFIG_NAME = "config.json"
+CLASS_NAME = "CausalVAEModel"
+DIFFUSERS_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+TRAINING_PREFIX = "loss."
+# Keys of released configs that the class does not take but that describe the network:
+# accepted only with the values the class builds anyway.
+FIXED_KEYS: dict[str, Any] = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "encoder_spatial_downsample_undown": "",
+    "decoder_spatial_upsample_unup": "",
+}
+# Config keys that do not change the network's function at inference.
+NON_ARCHITECTURE = ("dropout", "scale", "shift")
+_LISTED = 12  # keys named per kind in an error
+
+
+def class_defaults() -> dict[str, Any]:
+    """The constructor's arguments and their defaults (the release's)."""
+    parameters = inspect.signature(CausalVAEModel.__init__).parameters
+    return {name: p.default for name, p in parameters.items() if name != "self"}
+
+
+def _normal(value: Any) -> Any:
+    return tuple(_normal(v) for v in value) if isinstance(value, list | tuple) else value
+
+
+def architecture_differences(found: Mapping[str, Any], expected: Mapping[str, Any]) -> list[str]:
+    """The architecture keys where two configs differ, each missing key at the class's
+    default (``found`` from a release file, ``expected`` from a preset)."""
+    differences = []
+    for key, default in class_defaults().items():
+        a, b = _normal(found.get(key, default)), _normal(expected.get(key, default))
+        if key not in NON_ARCHITECTURE and a != b:
+            differences.append(f"{key} {a!r} (preset {b!r})")
+    return differences
+
+
+def read_config(path: Path) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """The constructor arguments in a release ``config.json`` and notes on the rest."""
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise AdapterError(f"cannot read CausalVAEModel config {path}: {error}") from error
+    if not isinstance(config, dict):
+        raise AdapterError(f"{path}: expected a JSON object, got {type(config).__name__}")
+    name = config.get("_class_name", CLASS_NAME)
+    if name != CLASS_NAME:
+        raise AdapterError(f"{path}: _class_name is {name!r}, expected {CLASS_NAME!r}")
+    return split_config(config, str(path))
+
+
+def split_config(config: Mapping[str, Any], source: str) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """Keep the class's arguments; check the architectural extras; note what is ignored."""
+    accepted = class_defaults()
+    for key, allowed in FIXED_KEYS.items():
+        value = config.get(key, allowed)
+        values = value if isinstance(value, list | tuple) else [value]
+        if any(item != allowed for item in values):
+            raise AdapterError(
+                f"{source}: {key} = {value!r} is not supported (only {allowed!r}, as released)"
+            )
+    ignored = sorted(k for k in config if not k.startswith("_") and k not in accepted)
+    notes = (f"config keys not used by {CLASS_NAME}: {', '.join(ignored)}",) if ignored else ()
+    return {k: v for k, v in config.items() if k in accepted}, notes
+
+
+def find_weights(directory: Path) -> Path:
+    """The weights of a release directory: its one ``*.ckpt``, else diffusers weights."""
+    checkpoints = sorted(directory.glob("*.ckpt"))
+    if len(checkpoints) > 1:
+        names = ", ".join(p.name for p in checkpoints)
+        raise AdapterError(f"{directory}: several checkpoints ({names}); pass the file to load")
+    if checkpoints:
+        return checkpoints[0]
+    for name in DIFFUSERS_WEIGHTS:
+        if (directory / name).is_file():
+            return directory / name
+    present = ", ".join(sorted(p.name for p in directory.iterdir())) or "nothing"
+    raise AdapterError(
+        f"{directory}: no CausalVAEModel weights (expected one *.ckpt or "
+        f"{' or '.join(DIFFUSERS_WEIGHTS)}; found {present})"
+    )
+
+
+def _listing(keys: list[str]) -> str:
+    shown = ", ".join(keys[:_LISTED])
+    return shown + (f", ... and {len(keys) - _LISTED} more" if len(keys) > _LISTED else "")
+
+
+def _shape(value: Any) -> tuple[int, ...] | str:
+    return tuple(value.shape) if torch.is_tensor(value) else type(value).__name__
+
+
+def load_strict(model: CausalVAEModel, state: Mapping[str, Any]) -> tuple[str, ...]:
+    """Load ``state`` into ``model``; raise :class:`AdapterError` naming every missing,
+    unexpected or mis-shaped key. Returns notes on the allowance used."""
+    training = sorted(k for k in state if k.startswith(TRAINING_PREFIX))
+    weights = {k: v for k, v in state.items() if not k.startswith(TRAINING_PREFIX)}
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(weights))
+    unexpected = sorted(set(weights) - set(expected))
+    mis_shaped = [
+        f"{key} {_shape(value)} != {tuple(expected[key].shape)}"
+        for key, value in sorted(weights.items())
+        if key in expected and _shape(value) != tuple(expected[key].shape)
+    ]
+    if missing or unexpected or mis_shaped:
+        parts = []
+        if missing:
+            parts.append(f"missing keys ({len(missing)}): {_listing(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys ({len(unexpected)}): {_listing(unexpected)}")
+        if mis_shaped:
+            parts.append(f"shape mismatches ({len(mis_shaped)}): {_listing(mis_shaped)}")
+        raise AdapterError(
+            "CausalVAEModel state dict does not match the model: " + "; ".join(parts)
+        )
+    model.load_state_dict(weights, strict=True)
+    if training:
+        return (f"{len(training)} training-only {TRAINING_PREFIX}* tensors left out",)
+    return ()
+
+
+def load_model(
+    path: Path, fallback_config: Mapping[str, Any], use_ema: bool = True
+) -> tuple[CausalVAEModel, LoadReport]:
+    """Build the model from the release's config and load its weights strictly.
+
+    ``path``: a release directory, or one weights file (the ``config.json`` beside it is
+    used when there is one, else ``fallback_config``, the preset's).
+    """
+    path = Path(path)
+    if path.is_dir():
+        config_path = path / CONFIG_NAME
+        if not config_path.is_file():
+            raise AdapterError(f"{path}: no {CONFIG_NAME} (the release ships one with weights)")
+        config, notes = read_config(config_path)
+        weights = find_weights(path)
+    else:
+        weights, config_path = path, path.parent / CONFIG_NAME
+        if config_path.is_file():
+            config, notes = read_config(config_path)
+        else:
+            config, notes = split_config(fallback_config, "preset config")
+            notes = (*notes, f"no {CONFIG_NAME} beside {path.name}: preset config used")
+    with torch.device("meta"):  # no random init: every tensor is overwritten below
+        model = CausalVAEModel.from_config(config)
+    model.to_empty(device="cpu")
+    state, source = read_state_dict(weights, use_ema)
+    notes = (*notes, *load_strict(model, state))
+    return model.eval(), LoadReport(weights, source, dict(model.config), notes)
