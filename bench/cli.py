@@ -34,6 +34,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         root = run_sweep(sweep, args.out, run_name=args.name, device=args.device)
     except KeyboardInterrupt:
         return 130
+    from bench.results import read_results
+
+    print_memory_growth(read_results(root), root)
     print(f"results: {root / 'results.csv'}  clips: {root / 'clips.csv'}")
     return 0
 
@@ -43,10 +46,24 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from bench.results import read_results
 
     run_dir = Path(args.run)
-    paths = plot_run(read_results(run_dir), run_dir / "plots")
-    for path in paths:
+    results = read_results(run_dir)
+    for path in plot_run(results, run_dir / "plots"):
         print(path)
+    print_memory_growth(results, run_dir)
     return 0
+
+
+def print_memory_growth(results, run_dir: Path) -> None:
+    """Write and show how peak memory grows with clip length (memory ~ frames**k)."""
+    from bench.report.plots import memory_growth_table
+
+    table = memory_growth_table(results)
+    if len(table):
+        table.to_csv(run_dir / "memory_growth.csv", index=False)
+        columns = ["model", "mode", "phase", "height", "width", "metric", "exponent",
+                   "frames_min", "frames_max"]  # fmt: skip
+        print("peak memory ~ frames**k:")
+        print(table[[c for c in columns if c in table.columns]].to_string(index=False))
 
 
 def _call(function_path: str, args: argparse.Namespace):

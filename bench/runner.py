@@ -53,15 +53,47 @@ class Plan:
     datasets: dict[str, Dataset]
     device: torch.device
     lpips_skip_reason: str  # "" when LPIPS is computed
+    fvd: FvdPlan
     requested: dict[str, int]  # cell key -> frames the sweep asked for (before the frame rule)
 
 
+@dataclass(frozen=True)
+class FvdPlan:
+    """How rFVD is computed in this run (or why it is not)."""
+
+    weights: str | None = None  # what build_extractor gets: None (cache dir), path, "random"
+    skip_reason: str = ""  # non-empty: rFVD rows are written as skipped with this reason
+    note: str = ""  # e.g. that a missing weights file fell back to random weights
+
+
 # --- planning -------------------------------------------------------------------------
-def _quality_settings(sweep: Sweep, metrics: tuple[str, ...]) -> str:
+def _fvd_check(sweep: Sweep) -> FvdPlan:
+    """Resolve the I3D weights before any work: error, fall back to random, or skip."""
     q = sweep.quality
-    return json.dumps(
-        {"metrics": metrics, "lpips_net": q.lpips_net, "max_clips": q.max_clips}, sort_keys=True
-    )
+    if "rfvd" not in q.metrics:
+        return FvdPlan()
+    from bench.fvd import build_extractor
+
+    try:
+        build_extractor(q.fvd_extractor, q.fvd_weights)
+    except MetricUnavailable as error:
+        if q.fvd_missing == "random":
+            return FvdPlan("random", note=f"weights missing, random I3D used: {error}")
+        if q.fvd_missing == "skip":
+            return FvdPlan(skip_reason=str(error))
+        raise SweepError(
+            f"{sweep.source}: quality.metrics: {error} (or set quality.fvd_missing: random|skip)"
+        ) from None
+    return FvdPlan(q.fvd_weights)
+
+
+def _quality_settings(sweep: Sweep, metrics: tuple[str, ...], fvd: FvdPlan) -> str:
+    q = sweep.quality
+    settings = {"metrics": metrics, "lpips_net": q.lpips_net, "max_clips": q.max_clips}
+    if "rfvd" in metrics:
+        settings |= {"fvd_extractor": q.fvd_extractor, "fvd_weights": fvd.weights,
+                     "fvd_protocol": q.fvd_protocol}  # fmt: skip
+    return json.dumps(settings, sort_keys=True)
 
 
 def _efficiency_settings(sweep: Sweep) -> str:
@@ -100,7 +132,9 @@ def plan(sweep: Sweep, device: str | None = None) -> Plan:
         raise SweepError(f"{src}: datasets: unknown {unknown}; defined: {sorted(all_datasets)}")
     datasets = {name: all_datasets[name] for name in sweep.datasets}
     lpips_skip = _lpips_check(sweep, torch_device) if _any_quality(sweep) else ""
-    metrics = tuple(m for m in sweep.quality.metrics if not (m == "lpips" and lpips_skip))
+    fvd = _fvd_check(sweep) if _any_quality(sweep) else FvdPlan()
+    skipped = {"lpips": bool(lpips_skip), "rfvd": bool(fvd.skip_reason)}
+    metrics = tuple(m for m in sweep.quality.metrics if not skipped.get(m))
 
     cells: dict[str, Cell] = {}
     requested_frames: dict[str, int] = {}
@@ -162,7 +196,7 @@ def plan(sweep: Sweep, device: str | None = None) -> Plan:
                                         kind="quality",
                                         dataset=name,
                                         batch_size=sweep.quality.batch_size,
-                                        settings=_quality_settings(sweep, metrics),
+                                        settings=_quality_settings(sweep, metrics, fvd),
                                         **common,
                                     ),
                                     requested,
@@ -176,7 +210,9 @@ def plan(sweep: Sweep, device: str | None = None) -> Plan:
                                 spec.frame_rule,
                             )
         del vae
-    return Plan(sweep, tuple(cells.values()), datasets, torch_device, lpips_skip, requested_frames)
+    return Plan(
+        sweep, tuple(cells.values()), datasets, torch_device, lpips_skip, fvd, requested_frames
+    )
 
 
 def _any_quality(sweep: Sweep) -> bool:
@@ -253,32 +289,50 @@ def _batches(
         yield batch, skipped
 
 
+CLIP_KEYS = ("run", "cell", "model", "weights", "dataset", "height", "width", "frames", "dtype",
+             "mode", "device")  # fmt: skip
+
+
+def _build_rfvd(settings: dict[str, Any], cell: Cell, dataset: Dataset, plan: Plan):
+    """The rFVD metric of a cell, or the reason it cannot run (too few frames)."""
+    from bench.fvd import MIN_FRAMES, RFVD, StatsCache
+
+    if cell.frames < MIN_FRAMES:
+        return None, f"rFVD's I3D needs at least {MIN_FRAMES} frames; this cell has {cell.frames}"
+    legacy = settings["fvd_protocol"] == "rfvd-legacy-batch"
+    metric = RFVD(settings["fvd_extractor"], settings["fvd_weights"], legacy_batch=legacy)
+    metric.real_key = (  # originals' statistics depend on the clips and their size
+        f"{dataset.name};{dataset.protocol};{cell.height}x{cell.width}x{cell.frames};"
+        f"max_clips={settings['max_clips']}"
+    )
+    if not legacy:
+        cached = StatsCache().load(metric.real_key, metric.protocol, metric.extractor.name)
+        if cached is not None:
+            metric = RFVD(metric.extractor, real_stats=cached)
+            metric.real_key = None  # nothing to save
+    return metric.to(plan.device), ""
+
+
+def _skipped_row(base: dict[str, Any], protocol: str, metric: str, reason: str) -> dict[str, Any]:
+    return {**base, "protocol": protocol, "metric": metric, "n": 0, "value": math.nan,
+            "status": "skipped", "message": reason}  # fmt: skip
+
+
 def run_quality(cell: Cell, vae: VideoVAE, dataset: Dataset, plan: Plan, base: dict[str, Any]):
     """One pass over the clips computing every metric; returns (results, clips, frames)."""
     settings = json.loads(cell.settings)
+    names = [m for m in settings["metrics"] if m != "rfvd"]
     metrics: list[VideoMetric] = build_metrics(
-        settings["metrics"], device=plan.device, lpips_net=settings["lpips_net"]
+        names, device=plan.device, lpips_net=settings["lpips_net"]
     )
+    rfvd, rfvd_skip = None, ""
+    if "rfvd" in settings["metrics"]:
+        rfvd, rfvd_skip = _build_rfvd(settings, cell, dataset, plan)
     clip_ids = dataset.clip_ids()
     if settings["max_clips"]:
         clip_ids = clip_ids[: settings["max_clips"]]
     mode = InferenceMode.parse(cell.mode)
-    clip_base = {
-        k: base[k]
-        for k in (
-            "run",
-            "cell",
-            "model",
-            "weights",
-            "dataset",
-            "height",
-            "width",
-            "frames",
-            "dtype",
-            "mode",
-            "device",
-        )
-    }
+    clip_base = {k: base[k] for k in CLIP_KEYS}
     clip_rows: list[dict[str, Any]] = []
     evaluated: list[dict[str, Any]] = []
     nonfinite = 0
@@ -286,96 +340,75 @@ def run_quality(cell: Cell, vae: VideoVAE, dataset: Dataset, plan: Plan, base: d
     progress = tqdm(total=len(clip_ids), desc=f"  clips {cell.model}", unit="clip", leave=False)
     for batch, skipped in _batches(items, cell.batch_size):
         for item in skipped:
-            clip_rows.append(
-                {
-                    **clip_base,
-                    "clip": item.clip_id,
-                    "source": item.source,
-                    "status": getattr(item, "status", "skipped"),
-                    "reason": item.reason,
-                }
-            )
+            clip_rows.append({**clip_base, "clip": item.clip_id, "source": item.source,
+                              "status": item.status, "reason": item.reason})  # fmt: skip
         if batch:
             target = torch.stack([c.video for c in batch]).to(plan.device)
             recon = vae.reconstruct(target.to(DTYPES[cell.dtype]), mode).float()
             finite = torch.isfinite(recon).flatten(1).all(dim=1)
             for clip, ok in zip(batch, finite.tolist(), strict=True):
-                row = {
-                    **clip_base,
-                    "clip": clip.clip_id,
-                    "source": clip.source,
-                    "start": clip.start,
-                    "status": "ok" if ok else "nonfinite",
-                    "reason": "" if ok else "reconstruction has NaN/Inf values",
-                }
+                row = {**clip_base, "clip": clip.clip_id, "source": clip.source,
+                       "start": clip.start, "status": "ok" if ok else "nonfinite",
+                       "reason": "" if ok else "reconstruction has NaN/Inf values"}  # fmt: skip
                 clip_rows.append(row)
                 if ok:
                     evaluated.append(row)
             nonfinite += int((~finite).sum())
             if finite.any():
-                for metric in metrics:
+                for metric in [*metrics, *([rfvd] if rfvd is not None else [])]:
                     metric.update(target[finite], recon[finite])
         progress.update(len(batch) + len(skipped))
     progress.close()
 
     n = len(evaluated)
-    notes = (
-        [f"{len(clip_rows) - n - nonfinite} clips skipped"]
-        if len(clip_rows) - n - nonfinite
-        else []
-    )
+    unusable = len(clip_rows) - n - nonfinite
+    notes = [f"{unusable} clips skipped"] if unusable else []
     if nonfinite:
         notes.append(f"{nonfinite} clips with non-finite reconstructions excluded")
+    message = "; ".join(notes)
     results, frames = [], []
-    for metric in metrics:
-        row = {
-            **base,
-            "protocol": f"{dataset.protocol};{metric.protocol}",
-            "metric": metric.name,
-            "unit": metric.unit,
-            "n": n,
-            "message": "; ".join(notes),
-        }
+    for metric in [*metrics, *([rfvd] if rfvd is not None else [])]:
+        row = {**base, "protocol": f"{dataset.protocol};{metric.protocol}",
+               "metric": metric.name, "unit": metric.unit, "n": n, "message": message}  # fmt: skip
         if n == 0:
-            results.append(
-                {
-                    **row,
-                    "value": math.nan,
-                    "status": "error",
-                    "message": "; ".join(["no clip could be evaluated", *notes]),
-                }
-            )
+            reason = "; ".join(["no clip could be evaluated", *notes])
+            results.append({**row, "value": math.nan, "status": "error", "message": reason})
+            continue
+        if metric is rfvd:
+            results.append(_rfvd_row(rfvd, row, plan, nonfinite))
             continue
         per_clip = metric.per_clip().double().cpu().numpy()
         for clip_row, value in zip(evaluated, per_clip, strict=True):
             clip_row[metric.name] = float(value)
         low, high = _mean_ci(per_clip)
-        results.append(
-            {
-                **row,
-                "value": float(metric.compute()),
-                "ci_low": low,
-                "ci_high": high,
-                "status": "ok",
-            }
-        )
+        results.append({**row, "value": float(metric.compute()), "ci_low": low, "ci_high": high,
+                        "status": "ok"})  # fmt: skip
         for index, value in enumerate(metric.per_frame().double().cpu().tolist()):
-            frames.append(
-                {**clip_base, "metric": metric.name, "frame": index, "value": value, "n": n}
-            )
+            frames.append({**clip_base, "metric": metric.name, "frame": index, "value": value,
+                           "n": n})  # fmt: skip
     if plan.lpips_skip_reason and "lpips" in plan.sweep.quality.metrics:
-        results.append(
-            {
-                **base,
-                "protocol": dataset.protocol,
-                "metric": "lpips",
-                "n": 0,
-                "value": math.nan,
-                "status": "skipped",
-                "message": plan.lpips_skip_reason,
-            }
-        )
+        results.append(_skipped_row(base, dataset.protocol, "lpips", plan.lpips_skip_reason))
+    if "rfvd" in plan.sweep.quality.metrics and (plan.fvd.skip_reason or rfvd_skip):
+        reason = plan.fvd.skip_reason or rfvd_skip
+        results.append(_skipped_row(base, dataset.protocol, "rfvd", reason))
     return results, clip_rows, frames
+
+
+def _rfvd_row(rfvd: Any, row: dict[str, Any], plan: Plan, nonfinite: int) -> dict[str, Any]:
+    """The set-level rFVD row; the originals' statistics are cached for the next model."""
+    import warnings
+
+    from bench.fvd import StatsCache
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        value = float(rfvd.compute())
+    notes = [row["message"], plan.fvd.note, *(str(w.message) for w in caught)]
+    if rfvd.real_key is not None and nonfinite == 0:  # cache only a complete original set
+        StatsCache().save(rfvd.real_key, rfvd.protocol, rfvd.extractor.name,
+                          rfvd.real_feature_stats())  # fmt: skip
+    return {**row, "value": value, "n": rfvd.n, "status": "ok",
+            "message": "; ".join(note for note in notes if note)}  # fmt: skip
 
 
 def run_efficiency(cell: Cell, vae: VideoVAE, plan: Plan, base: dict[str, Any]):

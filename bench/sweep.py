@@ -27,7 +27,8 @@ import yaml
 from adapters.base import RANDOM_WEIGHTS, AdapterError, InferenceMode
 
 DTYPES = ("float32", "float16", "bfloat16")
-QUALITY_METRICS = ("psnr", "psnr_clip", "ssim", "lpips")
+QUALITY_METRICS = ("psnr", "psnr_clip", "ssim", "lpips", "rfvd")
+FVD_EXTRACTORS = ("styleganv-i3d", "videogpt-i3d")
 
 
 class SweepError(ValueError):
@@ -54,6 +55,10 @@ class QualitySettings:
     lpips_missing: str = "error"  # error | skip
     batch_size: int = 1
     max_clips: int | None = None
+    fvd_extractor: str = "styleganv-i3d"
+    fvd_weights: str | None = None  # None: the cache dir; a path; "random"
+    fvd_missing: str = "error"  # error | random | skip (when the weights file is absent)
+    fvd_protocol: str = "rfvd"  # rfvd | rfvd-legacy-batch
 
 
 @dataclass(frozen=True)
@@ -217,6 +222,15 @@ def parse_sweep(data: Any, source: str = "<sweep>") -> Sweep:
         raise _fail(source, "quality.lpips_missing", "allowed: error, skip")
     if quality.lpips_net not in ("alex", "vgg"):
         raise _fail(source, "quality.lpips_net", "allowed: alex, vgg")
+    for key, value, allowed in (
+        ("fvd_extractor", quality.fvd_extractor, FVD_EXTRACTORS),
+        ("fvd_missing", quality.fvd_missing, ("error", "random", "skip")),
+        ("fvd_protocol", quality.fvd_protocol, ("rfvd", "rfvd-legacy-batch")),
+    ):
+        if value not in allowed:
+            raise _fail(
+                source, f"quality.{key}", f"{value!r} not allowed; allowed: {list(allowed)}"
+            )
     return Sweep(
         name=str(data["name"]),
         models=models,

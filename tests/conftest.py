@@ -11,3 +11,9 @@ def toy_preset():
 
     register_toy()
     return TOY
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch):
+    """rFVD statistics and weights are looked up in a per-test cache, never in ~/.cache."""
+    monkeypatch.setenv("VAE_BENCH_CACHE", str(tmp_path_factory.mktemp("vae-bench-cache")))

@@ -68,7 +68,9 @@ def make_results(
                 "frames_per_s": t / latency,
                 "clips_per_s": 1 / latency,
                 "peak_rss_mb": memory(model, h, w, t),
-                "peak_allocated_mb": memory(model, h, w, t) / 2 if device.startswith("NVIDIA") else np.nan,
+                "peak_allocated_mb": (
+                    memory(model, h, w, t) / 2 if device.startswith("NVIDIA") else np.nan
+                ),
             }
             for metric, value in eff.items():
                 rows.append(dict(cell, kind="efficiency", phase=phase, metric=metric,

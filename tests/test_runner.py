@@ -202,3 +202,45 @@ def test_invalid_sweeps_fail_before_any_work(tmp_path, toy_preset, overrides, ne
     with pytest.raises(SweepError) as error:
         plan(parse_sweep(tiny_sweep(**overrides), "sweep.yaml"))
     assert needle in str(error.value) and "sweep.yaml" in str(error.value)
+
+
+def test_rfvd_rows_with_random_i3d_and_cached_real_statistics(tmp_path, toy_preset):
+    sweep = tiny_sweep(
+        models=[{"preset": "identity", "efficiency": False},
+                {"preset": "toy-pool", "quality": True, "efficiency": False}],
+        resolutions=[16], frames=[5, 9],
+        quality={"metrics": ["psnr", "rfvd"], "max_clips": 3, "batch_size": 3,
+                 "fvd_weights": "random"},
+    )  # fmt: skip
+    root = run_sweep(parse_sweep(sweep), tmp_path, plots=False)
+    results = read_results(root)
+    rfvd = results[results.metric == "rfvd"].set_index(["model", "frames"])
+    # 5 frames are too few for the I3D: a skipped row that says so, not a failed cell
+    assert set(rfvd.loc[(slice(None), 5), "status"]) == {"skipped"}
+    assert "at least 9 frames" in rfvd.loc[("identity", 5), "message"]
+    ident, toy = rfvd.loc[("identity", 9)], rfvd.loc[("toy-pool", 9)]
+    assert ident.status == toy.status == "ok" and ident.n == toy.n == 3
+    assert "weights=random" in ident.protocol and ident.protocol == toy.protocol
+    assert abs(ident.value) < 1e-6 < toy.value  # identical sets score zero
+    stats = list((Path(os.environ["VAE_BENCH_CACHE"]) / "fvd" / "stats").glob("*.npz"))
+    assert len(stats) == 1  # the originals were extracted once, then reused
+
+
+@pytest.mark.parametrize("missing", ["error", "skip", "random"])
+def test_missing_i3d_weights_error_skip_or_random(tmp_path, toy_preset, missing):
+    sweep = parse_sweep(
+        tiny_sweep(models=[{"preset": "identity", "efficiency": False}], resolutions=[16],
+                   frames=[9], quality={"metrics": ["rfvd"], "max_clips": 2,
+                                        "fvd_missing": missing}),
+        "sweep.yaml",
+    )  # fmt: skip
+    if missing == "error":
+        with pytest.raises(SweepError, match="i3d_torchscript.pt"):
+            plan(sweep)
+        return
+    row = read_results(run_sweep(sweep, tmp_path, plots=False)).iloc[0]
+    if missing == "skip":
+        assert row.status == "skipped" and "i3d_torchscript.pt" in row.message
+    else:
+        assert row.status == "ok" and "weights=random" in row.protocol
+        assert "random I3D used" in row.message

@@ -46,10 +46,25 @@ CUDA_MEMORY_METRIC = "peak_allocated_mb"
 HOST_MEMORY_METRIC = "peak_rss_mb"
 #: Columns that split a model's results into separate lines when they take several values.
 STYLE_KEYS: tuple[str, ...] = (
-    "mode", "dtype", "batch_size", "device", "dataset", "protocol", "weights", "run",
+    "mode",
+    "dtype",
+    "batch_size",
+    "device",
+    "dataset",
+    "protocol",
+    "weights",
+    "run",
 )
 REQUIRED_COLUMNS: tuple[str, ...] = (
-    "kind", "model", "height", "width", "frames", "phase", "metric", "value", "status",
+    "kind",
+    "model",
+    "height",
+    "width",
+    "frames",
+    "phase",
+    "metric",
+    "value",
+    "status",
 )
 #: Formats every figure is saved in.
 FORMATS: tuple[str, ...] = ("png", "svg")
@@ -76,8 +91,10 @@ class _Panel:
 def _ok_rows(results: pd.DataFrame) -> pd.DataFrame:
     missing = [c for c in REQUIRED_COLUMNS if c not in results.columns]
     if missing:
-        raise ValueError(f"results table lacks column(s) {', '.join(missing)}; "
-                         f"needed: {', '.join(REQUIRED_COLUMNS)}")
+        raise ValueError(
+            f"results table lacks column(s) {', '.join(missing)}; "
+            f"needed: {', '.join(REQUIRED_COLUMNS)}"
+        )
     df = results[results["status"].astype(str) == "ok"].copy()
     df["value"] = pd.to_numeric(df["value"], errors="coerce")
     for col in ("height", "width", "frames"):
@@ -110,7 +127,8 @@ def _memory_rows(eff: pd.DataFrame) -> pd.DataFrame:
     else:
         cuda = pd.Series(False, index=eff.index)
     keep = ((eff["metric"] == CUDA_MEMORY_METRIC) & cuda) | (
-        (eff["metric"] == HOST_MEMORY_METRIC) & ~cuda)
+        (eff["metric"] == HOST_MEMORY_METRIC) & ~cuda
+    )
     return eff[keep]
 
 
@@ -135,8 +153,10 @@ def _fix_other_axis(df: pd.DataFrame, x: str) -> tuple[pd.DataFrame, str]:
         chosen = (swept or settings)[-1]
         why = "largest clip length swept" if swept else "largest clip length"
         return df[df["_frames_fixed"] == chosen], f"{chosen} frames ({why})"
-    sizes = sorted({(int(h), int(w)) for h, w in zip(df["height"], df["width"], strict=True)},
-                   key=lambda hw: (hw[0] * hw[1], hw))
+    sizes = sorted(
+        {(int(h), int(w)) for h, w in zip(df["height"], df["width"], strict=True)},
+        key=lambda hw: (hw[0] * hw[1], hw),
+    )
     at = {hw: (df["height"] == hw[0]) & (df["width"] == hw[1]) for hw in sizes}
     swept = [hw for hw in sizes if df.loc[at[hw], x].nunique() >= 2]
     h, w = (swept or sizes)[-1]
@@ -157,8 +177,7 @@ class _Styles:
     def __init__(self, df: pd.DataFrame, keys: list[str]) -> None:
         self.keys = keys
         models = sorted(df["model"].astype(str).unique())
-        cmap = matplotlib.colormaps["tab10"] if len(models) <= 10 else matplotlib.colormaps[
-            "tab20"]
+        cmap = matplotlib.colormaps["tab10"] if len(models) <= 10 else matplotlib.colormaps["tab20"]
         self.colour = {m: cmap(i % cmap.N) for i, m in enumerate(models)}
         values = df[keys].astype(str).drop_duplicates() if keys else pd.DataFrame(index=[0])
         settings = sorted(tuple(v) for v in values.itertuples(index=False, name=None))
@@ -171,12 +190,18 @@ class _Styles:
 
     def kwargs(self, model: str, setting: tuple[str, ...]) -> dict[str, object]:
         i = self.style.get(setting, 0)
-        return dict(color=self.colour[model], linestyle=_LINESTYLES[i % len(_LINESTYLES)],
-                     marker=_MARKERS[i % len(_MARKERS)], markersize=5, linewidth=1.5)
+        return dict(
+            color=self.colour[model],
+            linestyle=_LINESTYLES[i % len(_LINESTYLES)],
+            marker=_MARKERS[i % len(_MARKERS)],
+            markersize=5,
+            linewidth=1.5,
+        )
 
 
-def _series(data: pd.DataFrame,
-            keys: list[str]) -> Iterator[tuple[str, tuple[str, ...], pd.DataFrame]]:
+def _series(
+    data: pd.DataFrame, keys: list[str]
+) -> Iterator[tuple[str, tuple[str, ...], pd.DataFrame]]:
     """(model, setting, rows) for each line of a panel."""
     group_cols = ["model", *keys]
     frame = data.assign(**{k: data[k].astype(str) for k in group_cols})
@@ -188,8 +213,9 @@ def _series(data: pd.DataFrame,
 def _set_x_ticks(ax: Axes, data: pd.DataFrame, x: str) -> None:
     if x == _X_PIXELS:
         names: dict[int, list[str]] = {}
-        for h, w in sorted({(int(h), int(w)) for h, w in zip(data["height"], data["width"],
-                                                               strict=True)}):
+        for h, w in sorted(
+            {(int(h), int(w)) for h, w in zip(data["height"], data["width"], strict=True)}
+        ):
             names.setdefault(h * w, []).append(f"{h}x{w}")
         ticks = sorted(names)
         labels = ["/".join(names[t]) for t in ticks]
@@ -211,8 +237,9 @@ def _plain_log_labels(ax: Axes) -> None:
         ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
 
 
-def _draw_panel(ax: Axes, panel: _Panel, x: str, styles: _Styles,
-                handles: dict[str, Line2D]) -> None:
+def _draw_panel(
+    ax: Axes, panel: _Panel, x: str, styles: _Styles, handles: dict[str, Line2D]
+) -> None:
     data = panel.data
     finite = np.isfinite(data["value"].to_numpy(dtype=float))
     positive = finite & (data["value"].to_numpy(dtype=float) > 0)
@@ -232,12 +259,16 @@ def _draw_panel(ax: Axes, panel: _Panel, x: str, styles: _Styles,
     for model, setting, rows in _series(data, styles.keys):
         per_x = rows.groupby(x)["value"]
         if (per_x.size() > 1).any():
-            warnings.warn(f"{panel.title}: {model} {setting} has several rows at one {x} value;"
-                          " drawing their mean", stacklevel=3)
+            warnings.warn(
+                f"{panel.title}: {model} {setting} has several rows at one {x} value;"
+                " drawing their mean",
+                stacklevel=3,
+            )
         points = per_x.mean().sort_index()
         label = styles.label(model, setting)
-        (line,) = ax.plot(points.index.to_numpy(), points.to_numpy(), label=label,
-                          **styles.kwargs(model, setting))
+        (line,) = ax.plot(
+            points.index.to_numpy(), points.to_numpy(), label=label, **styles.kwargs(model, setting)
+        )
         handles.setdefault(label, line)
 
     ax.set_xscale("log")
@@ -251,8 +282,16 @@ def _draw_panel(ax: Axes, panel: _Panel, x: str, styles: _Styles,
     ax.set_xlabel("resolution (pixels per frame, HxW)" if x == _X_PIXELS else "frames per clip")
     ax.grid(True, which="major", alpha=0.3)
     if notes:
-        ax.text(0.01, 0.01, "\n".join(notes), transform=ax.transAxes, fontsize=7,
-                va="bottom", ha="left", color="0.3")
+        ax.text(
+            0.01,
+            0.01,
+            "\n".join(notes),
+            transform=ax.transAxes,
+            fontsize=7,
+            va="bottom",
+            ha="left",
+            color="0.3",
+        )
 
 
 def _save(fig: Figure, out_dir: Path, name: str) -> list[Path]:
@@ -268,8 +307,9 @@ def _save(fig: Figure, out_dir: Path, name: str) -> list[Path]:
     return paths
 
 
-def _figure(panels: Sequence[_Panel], x: str, suptitle: str, out_dir: Path,
-            name: str) -> list[Path]:
+def _figure(
+    panels: Sequence[_Panel], x: str, suptitle: str, out_dir: Path, name: str
+) -> list[Path]:
     panels = [p for p in panels if not p.data.empty]
     if not panels:
         log.info("figure %s skipped: no rows", name)
@@ -284,26 +324,34 @@ def _figure(panels: Sequence[_Panel], x: str, suptitle: str, out_dir: Path,
     handles: dict[str, Line2D] = {}
     for ax, panel in zip(axes, panels, strict=False):
         _draw_panel(ax, panel, x, styles, handles)
-    for ax in axes[len(panels):]:
+    for ax in axes[len(panels) :]:
         ax.set_visible(False)
     fig.suptitle(suptitle, fontsize=11)
     if handles:
-        fig.legend(list(handles.values()), list(handles), loc="outside lower center",
-                   ncols=min(len(handles), 3), fontsize=8, frameon=False)
+        fig.legend(
+            list(handles.values()),
+            list(handles),
+            loc="outside lower center",
+            ncols=min(len(handles), 3),
+            fontsize=8,
+            frameon=False,
+        )
     return _save(fig, out_dir, name)
 
 
 def _quality_panels(q: pd.DataFrame) -> list[_Panel]:
     present = list(dict.fromkeys(q["metric"].astype(str)))
     ordered = [m for m in QUALITY_ORDER if m in present] + sorted(
-        m for m in present if m not in QUALITY_ORDER)
-    return [_Panel(m, QUALITY_LABELS.get(m, m), q[q["metric"] == m], logy=False)
-            for m in ordered]
+        m for m in present if m not in QUALITY_ORDER
+    )
+    return [_Panel(m, QUALITY_LABELS.get(m, m), q[q["metric"] == m], logy=False) for m in ordered]
 
 
 def _phase_panels(rows: pd.DataFrame, what: str, ylabel: str) -> list[_Panel]:
-    return [_Panel(f"{phase}: {what}", ylabel, rows[rows["phase"] == phase], logy=True)
-            for phase in PLOT_PHASES]
+    return [
+        _Panel(f"{phase}: {what}", ylabel, rows[rows["phase"] == phase], logy=True)
+        for phase in PLOT_PHASES
+    ]
 
 
 def plot_run(results: pd.DataFrame, out_dir: Path) -> list[Path]:
@@ -322,18 +370,24 @@ def plot_run(results: pd.DataFrame, out_dir: Path) -> list[Path]:
         "quality": (quality, _quality_panels, "Reconstruction quality"),
         "throughput": (
             eff[eff["metric"] == THROUGHPUT_METRIC],
-            lambda d: _phase_panels(d, "throughput", "frames / s"), "Throughput"),
+            lambda d: _phase_panels(d, "throughput", "frames / s"),
+            "Throughput",
+        ),
         "memory": (
             _memory_rows(eff),
-            lambda d: _phase_panels(d, "peak memory", _memory_label(d)), "Peak memory"),
+            lambda d: _phase_panels(d, "peak memory", _memory_label(d)),
+            "Peak memory",
+        ),
     }
     written: list[Path] = []
     for kind, (rows, panels, heading) in kinds.items():
         if rows.empty:
             log.info("%s figures skipped: no ok rows", kind)
             continue
-        for x, axis_name, axis_words in ((_X_PIXELS, "resolution", "resolution"),
-                                         (_X_FRAMES, "clip_length", "clip length")):
+        for x, axis_name, axis_words in (
+            (_X_PIXELS, "resolution", "resolution"),
+            (_X_FRAMES, "clip_length", "clip length"),
+        ):
             fixed, at = _fix_other_axis(rows, x)
             title = f"{heading} vs {axis_words}, at {at}"
             written += _figure(panels(fixed), x, title, out_dir, f"{kind}_vs_{axis_name}")
@@ -375,6 +429,24 @@ def memory_growth_exponent(df: pd.DataFrame, phase: str) -> pd.DataFrame:
             slope = float(np.polyfit(np.log(frames), np.log(memory), 1)[0])
         else:
             slope = math.nan
-        out.append([*name, "/".join(sorted(set(group["metric"]))), slope, len(group),
-                    int(frames.min()), int(frames.max())])
+        out.append(
+            [
+                *name,
+                "/".join(sorted(set(group["metric"]))),
+                slope,
+                len(group),
+                int(frames.min()),
+                int(frames.max()),
+            ]
+        )
     return pd.DataFrame(out, columns=columns)
+
+
+def memory_growth_table(df: pd.DataFrame) -> pd.DataFrame:
+    """:func:`memory_growth_exponent` of the encode and decode phases, where a run swept
+    at least two clip lengths (empty otherwise)."""
+    tables = [
+        memory_growth_exponent(df, phase).assign(phase=phase) for phase in ("encode", "decode")
+    ]
+    table = pd.concat(tables, ignore_index=True)
+    return table[table["n_points"] >= 2].reset_index(drop=True)
