@@ -1,0 +1,81 @@
+"""PSNR in the two conventions papers use: per-frame mean (official) and per-clip MSE.
+
+Videos are mapped to [0, 1] ((x + 1) / 2, clamped) and compared with a data range of 1,
+in float64. Identical frames (MSE 0) give +inf and are kept as +inf: a cap would hide
+perfect reconstructions inside an average. The official WF-VAE script instead returns
+100 for a batch whose mean frame PSNR is infinite; ``inf_value=100.0`` reproduces that
+for batches of one clip by mapping every infinite reported value to 100.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from bench.metrics.base import VideoMetric
+
+
+def frame_mse(target: Tensor, preds: Tensor) -> Tensor:
+    """[B, T] mean squared error of each frame in [0, 1] units, float64.
+
+    After clamping to [-1, 1], a [0, 1] difference is exactly half the [-1, 1] one, so
+    only one float64 temporary is needed.
+    """
+    diff = target.clamp(-1.0, 1.0).to(torch.float64).sub_(preds.clamp(-1.0, 1.0))
+    return diff.square_().mean(dim=(1, 3, 4)) / 4.0
+
+
+def psnr_from_mse(mse: Tensor) -> Tensor:
+    """PSNR in dB for a data range of 1; MSE 0 gives +inf."""
+    return -10.0 * torch.log10(mse)
+
+
+class _PSNRBase(VideoMetric):
+    unit = "dB"
+    higher_is_better = True
+
+    def __init__(self, *, inf_value: float | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.inf_value = inf_value
+
+    def _inf_note(self) -> str:
+        return "" if self.inf_value is None else f";inf->{self.inf_value:g}"
+
+    def _finalize(self, values: Tensor) -> Tensor:
+        if self.inf_value is None:
+            return values
+        return torch.where(torch.isposinf(values), torch.full_like(values, self.inf_value), values)
+
+
+class PSNR(_PSNRBase):
+    """Mean over frames of the per-frame PSNR, then mean over clips (official convention)."""
+
+    name = "psnr"
+
+    @property
+    def protocol(self) -> str:
+        return f"psnr:range=[0,1];frame-mean{self._inf_note()}"
+
+    def _score(self, target: Tensor, preds: Tensor) -> tuple[Tensor, Tensor]:
+        frames = psnr_from_mse(frame_mse(target, preds))
+        return frames.mean(dim=1), frames
+
+
+class ClipPSNR(_PSNRBase):
+    """PSNR of the MSE pooled over the whole clip, then mean over clips.
+
+    ``per_frame`` reports the per-frame PSNR (a frame's own pooled MSE), the same
+    quantity as for ``psnr``.
+    """
+
+    name = "psnr_clip"
+
+    @property
+    def protocol(self) -> str:
+        return f"psnr_clip:range=[0,1];clip-mse{self._inf_note()}"
+
+    def _score(self, target: Tensor, preds: Tensor) -> tuple[Tensor, Tensor]:
+        mse = frame_mse(target, preds)
+        return psnr_from_mse(mse.mean(dim=1)), psnr_from_mse(mse)
