@@ -22,10 +22,11 @@ import torch
 from scipy import stats
 from tqdm.auto import tqdm
 
-from adapters import RANDOM_WEIGHTS, AdapterError, InferenceMode, VideoVAE, get_preset
+from adapters import FULL, RANDOM_WEIGHTS, AdapterError, InferenceMode, VideoVAE, get_preset
 from bench import environment
 from bench.data import Clip, Dataset, DatasetError, SkippedClip, load_datasets
 from bench.metrics import MetricUnavailable, VideoMetric, build_metrics
+from bench.metrics.psnr import PSNRVsFull
 from bench.profile import PhaseResult, profile_codec
 from bench.results import RunStore
 from bench.sweep import Cell, Sweep, SweepError
@@ -325,6 +326,9 @@ def run_quality(cell: Cell, vae: VideoVAE, dataset: Dataset, plan: Plan, base: d
     metrics: list[VideoMetric] = build_metrics(
         names, device=plan.device, lpips_net=settings["lpips_net"]
     )
+    vs_full = PSNRVsFull().to(plan.device) if cell.mode != "full" else None
+    if vs_full is not None:
+        metrics.append(vs_full)
     rfvd, rfvd_skip = None, ""
     if "rfvd" in settings["metrics"]:
         rfvd, rfvd_skip = _build_rfvd(settings, cell, dataset, plan)
@@ -345,6 +349,8 @@ def run_quality(cell: Cell, vae: VideoVAE, dataset: Dataset, plan: Plan, base: d
         if batch:
             target = torch.stack([c.video for c in batch]).to(plan.device)
             recon = vae.reconstruct(target.to(DTYPES[cell.dtype]), mode).float()
+            if vs_full is not None:  # what the tiling alone changes, frame by frame
+                full = vae.reconstruct(target.to(DTYPES[cell.dtype]), FULL).float()
             finite = torch.isfinite(recon).flatten(1).all(dim=1)
             for clip, ok in zip(batch, finite.tolist(), strict=True):
                 row = {**clip_base, "clip": clip.clip_id, "source": clip.source,
@@ -356,7 +362,10 @@ def run_quality(cell: Cell, vae: VideoVAE, dataset: Dataset, plan: Plan, base: d
             nonfinite += int((~finite).sum())
             if finite.any():
                 for metric in [*metrics, *([rfvd] if rfvd is not None else [])]:
-                    metric.update(target[finite], recon[finite])
+                    if metric is not vs_full:
+                        metric.update(target[finite], recon[finite])
+                if vs_full is not None:
+                    vs_full.update(full[finite], recon[finite])
         progress.update(len(batch) + len(skipped))
     progress.close()
 

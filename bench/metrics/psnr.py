@@ -79,3 +79,19 @@ class ClipPSNR(_PSNRBase):
     def _score(self, target: Tensor, preds: Tensor) -> tuple[Tensor, Tensor]:
         mse = frame_mse(target, preds)
         return psnr_from_mse(mse.mean(dim=1)), psnr_from_mse(mse)
+
+
+class PSNRVsFull(PSNR):
+    """PSNR of a tiled/chunked reconstruction against the same model's ``full`` one.
+
+    Not a quality metric against the original: it isolates what the inference mode
+    itself changes. Its ``per_frame`` curve shows where chunk seams are (e.g. the
+    frames at a temporal tile boundary drop while the others stay near +inf).
+    """
+
+    name = "psnr_vs_full"
+
+    @property
+    def protocol(self) -> str:
+        reference = "reference=full-mode-reconstruction"
+        return f"psnr_vs_full:{reference};range=[0,1];frame-mean{self._inf_note()}"
