@@ -54,7 +54,7 @@ CLIP_COLUMNS: tuple[str, ...] = (
 
 FRAME_COLUMNS: tuple[str, ...] = (
     "run", "cell", "model", "weights", "dataset", "height", "width", "frames", "dtype", "mode",
-    "device", "metric", "frame", "value", "n",
+    "device", "metric", "frame", "group_position", "value", "n",
 )  # fmt: skip
 
 TABLES = ("results", "clips", "frames")

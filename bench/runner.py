@@ -217,7 +217,20 @@ def plan(sweep: Sweep, device: str | None = None) -> Plan:
 
 
 def _any_quality(sweep: Sweep) -> bool:
-    return any(e.quality is not False for e in sweep.models)
+    """Whether any model gets quality cells (so LPIPS/rFVD weights must be checked)."""
+    for entry in sweep.models:
+        if entry.quality is not None:
+            if entry.quality:
+                return True
+            continue
+        if entry.weights != RANDOM_WEIGHTS:
+            return True
+        try:  # weightless adapters (identity, baselines) are evaluated by default
+            if get_preset(entry.preset).adapter.weights != RANDOM_WEIGHTS:
+                return True
+        except AdapterError:
+            continue  # reported with its position by the model loop
+    return False
 
 
 # --- executing ------------------------------------------------------------------------
@@ -314,6 +327,18 @@ def _build_rfvd(settings: dict[str, Any], cell: Cell, dataset: Dataset, plan: Pl
     return metric.to(plan.device), ""
 
 
+def group_position(frame: int, spec: Any) -> int:
+    """A frame's place in its temporal compression group: causal VAEs encode frame 0
+    alone (position 0), then groups of ``temporal_factor`` frames (positions 1..k);
+    non-causal ones groups of k from frame 0 (0..k-1). Image VAEs: always 0."""
+    k = spec.temporal_factor
+    if k <= 1:
+        return 0
+    if spec.causal:
+        return 0 if frame == 0 else (frame - 1) % k + 1
+    return frame % k
+
+
 def _skipped_row(base: dict[str, Any], protocol: str, metric: str, reason: str) -> dict[str, Any]:
     return {**base, "protocol": protocol, "metric": metric, "n": 0, "value": math.nan,
             "status": "skipped", "message": reason}  # fmt: skip
@@ -393,7 +418,9 @@ def run_quality(cell: Cell, vae: VideoVAE, dataset: Dataset, plan: Plan, base: d
         results.append({**row, "value": float(metric.compute()), "ci_low": low, "ci_high": high,
                         "status": "ok"})  # fmt: skip
         for index, value in enumerate(metric.per_frame().double().cpu().tolist()):
-            frames.append({**clip_base, "metric": metric.name, "frame": index, "value": value,
+            position = group_position(index, vae.spec)
+            frames.append({**clip_base, "metric": metric.name, "frame": index,
+                           "group_position": position, "value": value,
                            "n": n})  # fmt: skip
     if plan.lpips_skip_reason and "lpips" in plan.sweep.quality.metrics:
         results.append(_skipped_row(base, dataset.protocol, "lpips", plan.lpips_skip_reason))

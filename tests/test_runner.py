@@ -262,7 +262,17 @@ def test_tiled_modes_report_psnr_against_full_inference(tmp_path):
     gap = results.loc[("temporal_chunks(9)", "psnr_vs_full")]
     assert gap.status == "ok" and np.isfinite(gap.value) and gap.n == 2
     frames = pd.read_csv(root / "frames.csv")
-    curve = frames[frames.metric == "psnr_vs_full"].sort_values("frame").value.to_numpy()
+    gap_frames = frames[frames.metric == "psnr_vs_full"].sort_values("frame")
+    # causal 4x time compression: frame 0 alone, then groups of four (positions 1..4)
+    assert gap_frames.group_position.tolist()[:10] == [0, 1, 2, 3, 4, 1, 2, 3, 4, 1]
+    curve = gap_frames.value.to_numpy()
     # the release's group norm sees only a window's frames, so every frame differs from
     # full inference, by an amount that changes from one window to the next
     assert len(curve) == 17 and np.isfinite(curve).all() and np.ptp(curve) > 0.1
+
+
+def test_efficiency_only_sweeps_need_no_metric_weights(tmp_path, toy_preset):
+    # LPIPS (and rFVD) weights are absent here; a sweep without quality cells must not care
+    sweep = tiny_sweep(models=["toy-pool"], quality={"metrics": ["lpips", "rfvd"]})
+    cells = plan(parse_sweep(sweep)).cells
+    assert cells and {c.kind for c in cells} == {"efficiency"}
