@@ -27,9 +27,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
-import pickle
 import warnings
-import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -51,16 +49,23 @@ from adapters.base import (
     count_params,
     file_sha256,
 )
+from adapters.checkpoints import (
+    DIFFUSERS_WEIGHTS,
+    TOTALS,
+    check_state_dict,
+    listing,
+    model_shapes,
+    torch_load,
+)
+from adapters.frames import DEFAULT_FRAME_BATCH, frame_batch_of, per_frame
+from adapters.sampling import cpu_seeded_sample, seeded_build
 
 FAMILY = "sd-vae"
 RANDOM_SEED = 0  # from_config: two random builds of one preset are identical
-DEFAULT_FRAME_BATCH = 8
-ADAPTER_KEYS = ("frame_batch",)
 LDM_PREFIX = "first_stage_model."
 # Training state kept in some original checkpoints (LPIPS/discriminator, EMA shadow copies).
 TRAINING_ONLY_PREFIXES = ("loss.", "model_ema.")
 SINGLE_FILE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".safetensors")
-DIFFUSERS_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 # Config entries that change the network; the rest (sample_size, scaling_factor, ...) do not.
 ARCH_KEYS = (
     "in_channels", "out_channels", "down_block_types", "up_block_types", "block_out_channels",
@@ -69,7 +74,6 @@ ARCH_KEYS = (
 )  # fmt: skip
 _INIT = inspect.signature(AutoencoderKL.__init__).parameters
 MODEL_KEYS = tuple(name for name in _INIT if name != "self")
-_LISTED = 8  # keys named per kind in a strictness error
 
 # The released KL-f8 config (stabilityai/sd-vae-ft-mse config.json).
 _KL_F8: dict[str, Any] = {
@@ -109,15 +113,7 @@ def sd_config(**overrides: Any) -> dict[str, Any]:
 
 def split_config(config: Mapping[str, Any], name: str) -> tuple[dict[str, Any], int]:
     """``AutoencoderKL`` keyword arguments and the frame batch; unknown keys are errors."""
-    unknown = sorted(set(config) - set(MODEL_KEYS) - set(ADAPTER_KEYS))
-    if unknown:
-        raise AdapterError(
-            f"{name}: unknown config keys {', '.join(unknown)}; allowed: "
-            f"{', '.join(MODEL_KEYS + ADAPTER_KEYS)}"
-        )
-    frame_batch = config.get("frame_batch", DEFAULT_FRAME_BATCH)
-    if not isinstance(frame_batch, int) or isinstance(frame_batch, bool) or frame_batch < 1:
-        raise AdapterError(f"{name}: frame_batch must be a positive integer, got {frame_batch!r}")
+    frame_batch = frame_batch_of(config, MODEL_KEYS, name)
     return {k: v for k, v in config.items() if k in MODEL_KEYS}, frame_batch
 
 
@@ -227,10 +223,7 @@ class SDVAE(VideoVAE):
         depends on neither the frame batch nor the device."""
         moments = self._per_frame(video, mode, lambda x: self._vae.encode(x).latent_dist.parameters)
         mean, logvar = moments.chunk(2, dim=1)
-        std = torch.exp(0.5 * logvar.clamp(-30.0, 20.0))  # diffusers' DiagonalGaussian clamp
-        generator = torch.Generator().manual_seed(seed)
-        noise = torch.randn(mean.shape, generator=generator, dtype=torch.float32)
-        return mean + std * noise.to(device=mean.device, dtype=mean.dtype)
+        return cpu_seeded_sample(mean, logvar.clamp(-30.0, 20.0), seed)  # diffusers' clamp
 
     def _per_frame(
         self,
@@ -239,21 +232,8 @@ class SDVAE(VideoVAE):
         run: Callable[[torch.Tensor], torch.Tensor],
     ) -> torch.Tensor:
         """``run`` over frames folded into the batch, ``frame_batch`` frames at a time."""
-        batch, channels, frames = video.shape[:3]
-        count = batch * frames
-        if count == 0:
-            raise AdapterError(f"{self.spec.name}: empty clip of shape {tuple(video.shape)}")
-        folded = video.transpose(1, 2).reshape(count, channels, *video.shape[3:])
-        folded = folded.to(self.dtype)
-        out: torch.Tensor | None = None
         with self._tiling(mode):
-            for start in range(0, count, self.frame_batch):
-                result = run(folded[start : start + self.frame_batch])
-                if out is None:
-                    out = result.new_empty((count, *result.shape[1:]))
-                out[start : start + len(result)] = result
-        assert out is not None
-        return out.reshape(batch, frames, *out.shape[1:]).transpose(1, 2).contiguous()
+            return per_frame(video, run, self.frame_batch, self.dtype, self.spec.name)
 
     @contextmanager
     def _tiling(self, mode: InferenceMode) -> Iterator[None]:
@@ -288,9 +268,7 @@ class SDVAE(VideoVAE):
         model_config, frame_batch = split_config(
             merge_config(preset.config, overrides), preset.name
         )
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(RANDOM_SEED)
-            vae = AutoencoderKL(**model_config)
+        vae = seeded_build(RANDOM_SEED, lambda: AutoencoderKL(**model_config))
         return cls(vae, preset.name, weights=RANDOM_WEIGHTS, frame_batch=frame_batch)
 
     @classmethod
@@ -353,7 +331,7 @@ def _load_diffusers(
     # them while loading, so the comparison does too.
     if hasattr(model, "_fix_state_dict_keys_on_load"):
         model._fix_state_dict_keys_on_load(found_shapes)
-    _check_keys(_shapes(model), found_shapes, weights, preset)
+    _check_keys(model_shapes(model), found_shapes, weights, preset)
     try:
         vae, info = AutoencoderKL.from_pretrained(
             directory,
@@ -400,12 +378,12 @@ def _file_shapes(weights: Path, preset: Preset) -> dict[str, tuple[int, ...]]:
             raise AdapterError(
                 f"{preset.name}: cannot read {weights} (truncated or not safetensors?): {error}"
             ) from error
-    state = _torch_load(weights, preset)
+    state = torch_load(weights, preset.name)
     if not isinstance(state, Mapping):
         raise AdapterError(f"{preset.name}: {weights} holds a {type(state).__name__}, not weights")
     others = sorted(str(k) for k, v in state.items() if not isinstance(v, torch.Tensor))
     if others:
-        raise AdapterError(f"{preset.name}: {weights} has non-tensor entries: {_listing(others)}")
+        raise AdapterError(f"{preset.name}: {weights} has non-tensor entries: {listing(others)}")
     return {str(k): tuple(v.shape) for k, v in state.items()}
 
 
@@ -435,7 +413,7 @@ def _load_single_file(
     converted, unmapped = _convert_ldm(state, model_config, path, preset)
     model = _meta_model(model_config)
     found = {k: tuple(v.shape) for k, v in converted.items()}
-    _check_keys(_shapes(model), found, path, preset, unmapped)
+    _check_keys(model_shapes(model), found, path, preset, unmapped)
     model.to_empty(device="cpu")
     model.load_state_dict(converted, strict=True)
     return model, path
@@ -454,7 +432,7 @@ def _read_vae_state(path: Path, preset: Preset) -> dict[str, torch.Tensor]:
                 f"{preset.name}: cannot read {path} (truncated or not safetensors?): {error}"
             ) from error
     else:
-        loaded = _torch_load(path, preset)
+        loaded = torch_load(path, preset.name)
         if isinstance(loaded, Mapping) and isinstance(loaded.get("state_dict"), Mapping):
             loaded = loaded["state_dict"]
         if not isinstance(loaded, Mapping):
@@ -467,7 +445,7 @@ def _read_vae_state(path: Path, preset: Preset) -> dict[str, torch.Tensor]:
         if others:
             raise AdapterError(
                 f"{preset.name}: {path} is not a VAE state dict; non-tensor entries: "
-                f"{_listing(others)}"
+                f"{listing(others)}"
             )
     dropped = sorted(k for k in state if k.startswith(TRAINING_ONLY_PREFIXES))
     if dropped:
@@ -485,27 +463,6 @@ def _vae_names(keys: Sequence[str]) -> dict[str, str]:
     return {key: key for key in keys}
 
 
-def _torch_load(path: Path, preset: Preset) -> Any:
-    try:
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as error:
-            if "mmap" not in str(error):
-                raise
-            return torch.load(path, map_location="cpu", weights_only=True)  # legacy format
-    except pickle.UnpicklingError as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise AdapterError(
-            f"{preset.name}: {path} holds objects that torch.load(weights_only=True) refuses "
-            f"({first}); save its state_dict alone or convert it to .safetensors"
-        ) from error
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as error:
-        raise AdapterError(
-            f"{preset.name}: cannot read {path} as a PyTorch checkpoint (truncated or not a "
-            f"checkpoint?): {error}"
-        ) from error
-
-
 def _convert_ldm(
     state: Mapping[str, torch.Tensor], config: Mapping[str, Any], path: Path, preset: Preset
 ) -> tuple[dict[str, torch.Tensor], list[str]]:
@@ -519,7 +476,7 @@ def _convert_ldm(
     keys = list(state)
     empty = [key for key in keys if state[key].numel() == 0]
     if empty:
-        raise AdapterError(f"{preset.name}: {path} has empty tensors: {_listing(empty)}")
+        raise AdapterError(f"{preset.name}: {path} has empty tensors: {listing(empty)}")
     stand_ins = {key: torch.tensor(i).expand(state[key].shape) for i, key in enumerate(keys)}
     try:
         mapped = convert_ldm_vae_checkpoint(stand_ins, config)
@@ -540,16 +497,6 @@ def _convert_ldm(
 
 
 # --- strictness ------------------------------------------------------------------------
-def _meta_model(config: Mapping[str, Any]) -> AutoencoderKL:
-    """The architecture without memory: names and shapes of every parameter."""
-    with torch.device("meta"):
-        return AutoencoderKL(**config)
-
-
-def _shapes(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
-
-
 def _check_keys(
     expected: Mapping[str, tuple[int, ...]],
     found: Mapping[str, tuple[int, ...]],
@@ -557,31 +504,20 @@ def _check_keys(
     preset: Preset,
     unmapped: Sequence[str] = (),
 ) -> None:
-    missing = sorted(expected.keys() - found.keys())
-    unexpected = sorted([*unmapped, *(found.keys() - expected.keys())])
-    mismatched = [
-        f"{key} {list(found[key])} (model {list(expected[key])})"
-        for key in sorted(expected.keys() & found.keys())
-        if tuple(found[key]) != tuple(expected[key])
-    ]
-    if not (missing or unexpected or mismatched):
-        return
-    parts = []
-    if missing:
-        parts.append(f"missing {len(missing)} of {len(expected)} keys: {_listing(missing)}")
-    if unexpected:
-        parts.append(f"unexpected {len(unexpected)} keys: {_listing(unexpected)}")
-    if mismatched:
-        parts.append(f"{len(mismatched)} shape mismatches: {_listing(mismatched)}")
-    raise AdapterError(
-        f"{preset.name}: {source} does not match the model strictly ({'; '.join(parts)})"
-        f"{_release_hint(preset)}"
+    check_state_dict(
+        expected,
+        found,
+        f"{preset.name}: {source} does not match the model strictly",
+        TOTALS,
+        hint=_release_hint(preset),
+        unmapped=unmapped,
     )
 
 
-def _listing(items: Sequence[str]) -> str:
-    shown = ", ".join(items[:_LISTED])
-    return shown + (f", ... and {len(items) - _LISTED} more" if len(items) > _LISTED else "")
+def _meta_model(config: Mapping[str, Any]) -> AutoencoderKL:
+    """The architecture without memory: names and shapes of every parameter."""
+    with torch.device("meta"):
+        return AutoencoderKL(**config)
 
 
 PRESETS = (

@@ -13,9 +13,9 @@ from torch import nn
 import adapters
 from adapters import AdapterError, Preset
 from adapters.base import file_sha256
+from adapters.spatial_tiling import _blend, tiled_decode, tiled_encode
 from adapters.wf_vae import WFVAE, WFVAEModel
 from adapters.wf_vae.layers import LayerNorm
-from adapters.wf_vae.tiling import _blend, tiled_decode, tiled_encode
 
 PRESET_NAMES = ("wf-vae-l-16ch", "wf-vae-s-8ch")
 TINY = {

@@ -33,6 +33,7 @@ from adapters.base import (
 )
 from adapters.iv_vae.checkpoint import load_strict, read_state_dict, weights_file
 from adapters.iv_vae.model import SPATIAL_FACTOR, TEMPORAL_FACTOR, IVVAEConfig, IVVAEModel
+from adapters.sampling import cpu_seeded_sample, seeded_build
 
 FAMILY = "iv-vae"
 RANDOM_SEED = 0  # from_config: two random builds of one preset are identical
@@ -84,9 +85,7 @@ class IVVAE(VideoVAE):
         """``mean + exp(logvar / 2) * noise`` (the release's draw, without a clamp), the
         noise from one seeded CPU generator so that a sample does not depend on the device."""
         mean, logvar = self._moments(video, mode).chunk(2, dim=1)
-        generator = torch.Generator().manual_seed(seed)
-        noise = torch.randn(mean.shape, generator=generator, dtype=torch.float32)
-        return mean + torch.exp(0.5 * logvar) * noise.to(device=mean.device, dtype=mean.dtype)
+        return cpu_seeded_sample(mean, logvar, seed)
 
     def _decode(self, latent: torch.Tensor, mode: InferenceMode) -> torch.Tensor:
         channels = self.spec.latent_channels
@@ -123,9 +122,7 @@ class IVVAE(VideoVAE):
     def from_config(cls, preset: Preset) -> IVVAE:
         """Random weights, the same for every call (seed ``RANDOM_SEED``)."""
         config = IVVAEConfig.from_mapping(preset.config, f"preset {preset.name}")
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(RANDOM_SEED)
-            model = IVVAEModel(config)
+        model = seeded_build(RANDOM_SEED, lambda: IVVAEModel(config))
         return cls(model, preset.name)
 
     @classmethod

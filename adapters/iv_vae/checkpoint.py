@@ -18,10 +18,10 @@ from typing import Any
 import torch
 
 from adapters.base import AdapterError
+from adapters.checkpoints import COUNTS, check_state_dict, listing, model_shapes, shapes
 from adapters.iv_vae.model import IVVAEConfig, IVVAEModel
 
 SUFFIX = ".pth"
-_LISTED = 12  # keys named per kind in an error
 
 
 def weights_file(path: Path, config: IVVAEConfig) -> Path:
@@ -48,9 +48,8 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         )
     others = sorted(str(k) for k, v in state.items() if not torch.is_tensor(v))
     if others:
-        raise AdapterError(
-            f"{path}: not a flat state dict; entries that are not tensors: {_listing(others)}"
-        )
+        shown = listing(others, COUNTS.listed)
+        raise AdapterError(f"{path}: not a flat state dict; entries that are not tensors: {shown}")
     return {str(k): v for k, v in state.items()}
 
 
@@ -64,27 +63,13 @@ def save_state_dict(model: IVVAEModel, path: str | Path) -> Path:
 def load_strict(model: IVVAEModel, state: Mapping[str, torch.Tensor], source: str) -> None:
     """Copy ``state`` into ``model``; raise :class:`AdapterError` naming every missing,
     unexpected or mis-shaped key (and the widths the file seems to have)."""
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    mis_shaped = [
-        f"{key} {tuple(value.shape)} != {tuple(expected[key].shape)}"
-        for key, value in sorted(state.items())
-        if key in expected and value.shape != expected[key].shape
-    ]
-    if missing or unexpected or mis_shaped:
-        parts = []
-        if missing:
-            parts.append(f"missing keys ({len(missing)}): {_listing(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys ({len(unexpected)}): {_listing(unexpected)}")
-        if mis_shaped:
-            parts.append(f"shape mismatches ({len(mis_shaped)}): {_listing(mis_shaped)}")
-        raise AdapterError(
-            f"{source} does not match IV-VAE {model.config.release_name}: "
-            + "; ".join(parts)
-            + _widths_hint(state)
-        )
+    check_state_dict(
+        model_shapes(model),
+        shapes(state),
+        f"{source} does not match IV-VAE {model.config.release_name}",
+        COUNTS,
+        hint=_widths_hint(state),
+    )
     model.load_state_dict(state, strict=True)
 
 
@@ -98,7 +83,3 @@ def _widths_hint(state: Mapping[str, Any]) -> str:
         return ""
     return f" (the file's widths are those of ivvae_z{latent.shape[1]}_dim{first.shape[0]})"
 
-
-def _listing(keys: list[str]) -> str:
-    shown = ", ".join(keys[:_LISTED])
-    return shown + (f", ... and {len(keys) - _LISTED} more" if len(keys) > _LISTED else "")

@@ -39,13 +39,14 @@ from adapters.base import (
     VideoVAE,
     file_sha256,
 )
-from adapters.lite_vae.checkpoint import check_keys, read_state_dict, weights_file
+from adapters.checkpoints import TOTALS, check_state_dict, model_shapes, shapes
+from adapters.frames import DEFAULT_FRAME_BATCH, frame_batch_of, per_frame
+from adapters.lite_vae.checkpoint import read_state_dict, weights_file
 from adapters.lite_vae.model import LiteAutoencoder, LiteVAEConfig
+from adapters.sampling import cpu_seeded_sample, seeded_build
 
 FAMILY = "lite-vae"
 RANDOM_SEED = 0  # from_config: two random builds of one preset are identical
-DEFAULT_FRAME_BATCH = 8
-ADAPTER_KEYS = ("frame_batch",)
 MODEL_KEYS = tuple(item.name for item in fields(LiteVAEConfig))
 LOGVAR_RANGE = (-30.0, 20.0)  # the release's posterior clamp
 RELEASE_B = "https://huggingface.co/RGenDiff/olitevaeB_im_f8c12 (olitevaeB_im_f8c12.safetensors)"
@@ -53,15 +54,7 @@ RELEASE_B = "https://huggingface.co/RGenDiff/olitevaeB_im_f8c12 (olitevaeB_im_f8
 
 def split_config(config: Mapping[str, Any], name: str) -> tuple[LiteVAEConfig, int]:
     """The architecture and the frame batch of a preset config; unknown keys are errors."""
-    unknown = sorted(set(config) - set(MODEL_KEYS) - set(ADAPTER_KEYS))
-    if unknown:
-        raise AdapterError(
-            f"{name}: unknown config keys {', '.join(unknown)}; allowed: "
-            f"{', '.join(MODEL_KEYS + ADAPTER_KEYS)}"
-        )
-    frame_batch = config.get("frame_batch", DEFAULT_FRAME_BATCH)
-    if not isinstance(frame_batch, int) or isinstance(frame_batch, bool) or frame_batch < 1:
-        raise AdapterError(f"{name}: frame_batch must be a positive integer, got {frame_batch!r}")
+    frame_batch = frame_batch_of(config, MODEL_KEYS, name)
     try:
         model_config = LiteVAEConfig(**{k: v for k, v in config.items() if k in MODEL_KEYS})
     except (TypeError, ValueError) as error:
@@ -124,38 +117,20 @@ class LiteVAE(VideoVAE):
         depends on neither the frame batch nor the device."""
         moments = self._per_frame(video, self._model.moments)
         mean, logvar = moments.chunk(2, dim=1)
-        std = torch.exp(0.5 * logvar.clamp(*LOGVAR_RANGE))
-        generator = torch.Generator().manual_seed(seed)
-        noise = torch.randn(mean.shape, generator=generator, dtype=torch.float32)
-        return mean + std * noise.to(device=mean.device, dtype=mean.dtype)
+        return cpu_seeded_sample(mean, logvar.clamp(*LOGVAR_RANGE), seed)
 
     def _per_frame(
         self, video: torch.Tensor, run: Callable[[torch.Tensor], torch.Tensor]
     ) -> torch.Tensor:
         """``run`` over the frames folded into the batch, ``frame_batch`` frames at a time."""
-        batch, channels, frames = video.shape[:3]
-        count = batch * frames
-        if count == 0:
-            raise AdapterError(f"{self.spec.name}: empty clip of shape {tuple(video.shape)}")
-        folded = video.transpose(1, 2).reshape(count, channels, *video.shape[3:])
-        folded = folded.to(self.dtype)
-        out: torch.Tensor | None = None
-        for start in range(0, count, self.frame_batch):
-            result = run(folded[start : start + self.frame_batch])
-            if out is None:
-                out = result.new_empty((count, *result.shape[1:]))
-            out[start : start + len(result)] = result
-        assert out is not None
-        return out.reshape(batch, frames, *out.shape[1:]).transpose(1, 2).contiguous()
+        return per_frame(video, run, self.frame_batch, self.dtype, self.spec.name)
 
     # --- construction -------------------------------------------------------------
     @classmethod
     def from_config(cls, preset: Preset, **overrides: Any) -> LiteVAE:
         """Random weights from a fixed seed; ``overrides`` change the preset's config."""
         config, frame_batch = split_config({**preset.config, **overrides}, preset.name)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(RANDOM_SEED)
-            model = LiteAutoencoder(config)
+        model = seeded_build(RANDOM_SEED, lambda: LiteAutoencoder(config))
         return cls(model, preset.name, weights=RANDOM_WEIGHTS, frame_batch=frame_batch)
 
     @classmethod
@@ -167,8 +142,13 @@ class LiteVAE(VideoVAE):
         state = read_state_dict(source, preset.name)
         with torch.device("meta"):
             model = LiteAutoencoder(config)
-        expected = {k: v.shape for k, v in model.state_dict().items()}
-        check_keys(expected, state, source, preset.name, hint)
+        check_state_dict(
+            model_shapes(model),
+            shapes(state),
+            f"{preset.name}: {source} does not match the model strictly",
+            TOTALS,
+            hint=hint,
+        )
         model.to_empty(device="cpu")
         model.load_state_dict(state, strict=True)  # into float32; cells cast to their dtype
         return cls(model, preset.name, weights=file_sha256(source), frame_batch=frame_batch)

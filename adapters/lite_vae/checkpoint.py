@@ -12,10 +12,8 @@ dropped with a warning; every other key must match the model exactly (names and 
 
 from __future__ import annotations
 
-import pickle
 import warnings
-import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +22,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from adapters.base import AdapterError
+from adapters.checkpoints import listing, torch_load
 
 WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 # Parts of a training checkpoint that are not the autoencoder.
 TRAINING_ONLY_PREFIXES = ("loss.", "encoder_ema.", "decoder_ema.", "quantizer_ema.")
-_LISTED = 8  # keys named per kind in an error
 
 
 def weights_file(path: Path, name: str, release: str = "") -> Path:
@@ -62,7 +60,7 @@ def read_state_dict(path: Path, name: str) -> dict[str, torch.Tensor]:
                 f"{name}: cannot read {path} (truncated or not safetensors?): {error}"
             ) from error
     else:
-        state = _torch_load(path, name)
+        state = torch_load(path, name)
         if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
             state = state["state_dict"]  # a Lightning checkpoint
         if not isinstance(state, Mapping):
@@ -80,56 +78,6 @@ def read_state_dict(path: Path, name: str) -> dict[str, torch.Tensor]:
     return {str(k): v for k, v in state.items() if not str(k).startswith(TRAINING_ONLY_PREFIXES)}
 
 
-def _torch_load(path: Path, name: str) -> Any:
-    try:
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as error:
-            if "mmap" not in str(error):
-                raise
-            return torch.load(path, map_location="cpu", weights_only=True)  # legacy format
-    except pickle.UnpicklingError as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise AdapterError(
-            f"{name}: {path} holds objects that torch.load(weights_only=True) refuses "
-            f"({first}); save its state_dict alone or convert it to .safetensors"
-        ) from error
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as error:
-        raise AdapterError(
-            f"{name}: cannot read {path} as a PyTorch checkpoint (truncated or not a "
-            f"checkpoint?): {error}"
-        ) from error
-
-
-def check_keys(
-    expected: Mapping[str, torch.Size | tuple[int, ...]],
-    found: Mapping[str, torch.Tensor],
-    source: Path,
-    name: str,
-    hint: str = "",
-) -> None:
-    """Raise an :class:`AdapterError` naming missing, unexpected and mis-shaped keys."""
-    missing = sorted(expected.keys() - found.keys())
-    unexpected = sorted(found.keys() - expected.keys())
-    mismatched = [
-        f"{key} {list(found[key].shape)} (model {list(expected[key])})"
-        for key in sorted(expected.keys() & found.keys())
-        if tuple(found[key].shape) != tuple(expected[key])
-    ]
-    if not (missing or unexpected or mismatched):
-        return
-    parts = []
-    if missing:
-        parts.append(f"missing {len(missing)} of {len(expected)} keys: {listing(missing)}")
-    if unexpected:
-        parts.append(f"unexpected {len(unexpected)} keys: {listing(unexpected)}")
-    if mismatched:
-        parts.append(f"{len(mismatched)} shape mismatches: {listing(mismatched)}")
-    raise AdapterError(
-        f"{name}: {source} does not match the model strictly ({'; '.join(parts)}){hint}"
-    )
-
-
 def save_state_dict(module: torch.nn.Module, path: str | Path) -> Path:
     """Write ``module``'s weights in the release's layout: ``.safetensors`` (as published) or
     a Lightning-style ``.ckpt`` (``{"state_dict": ...}``, as training writes)."""
@@ -143,7 +91,3 @@ def save_state_dict(module: torch.nn.Module, path: str | Path) -> Path:
         raise AdapterError(f"cannot save to {path}: use one of {', '.join(WEIGHT_SUFFIXES)}")
     return path
 
-
-def listing(items: Sequence[str]) -> str:
-    shown = ", ".join(items[:_LISTED])
-    return shown + (f", ... and {len(items) - _LISTED} more" if len(items) > _LISTED else "")

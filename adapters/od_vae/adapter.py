@@ -27,7 +27,6 @@ from adapters.base import (
     InferenceMode,
     Preset,
     VAESpec,
-    VideoVAE,
     count_params,
     file_sha256,
 )
@@ -39,8 +38,8 @@ from adapters.od_vae.checkpoint import (
 )
 from adapters.od_vae.model import CausalVAEModel
 from adapters.od_vae.tiling import TemporalTiles, decode_chunks, encode_chunks
-from adapters.wf_vae.model import DiagonalGaussian
-from adapters.wf_vae.tiling import tiled_decode, tiled_encode
+from adapters.sampling import GaussianVideoVAE, seeded_build
+from adapters.spatial_tiling import tiled_decode, tiled_encode
 
 FAMILY = "od-vae"
 RANDOM_SEED = 0
@@ -53,7 +52,7 @@ def _single(values: Sequence[float] | float) -> float:
     return items[0] if items and len(set(items)) == 1 else math.nan
 
 
-class ODVAE(VideoVAE):
+class ODVAE(GaussianVideoVAE):
     """A :class:`CausalVAEModel` with the suite's encode/decode and inference modes."""
 
     def __init__(
@@ -117,13 +116,6 @@ class ODVAE(VideoVAE):
             return tiled_encode(video, run, mode.size, mode.overlap, self.spec.spatial_factor)
         return run(video)
 
-    def _encode(self, video: torch.Tensor, mode: InferenceMode) -> torch.Tensor:
-        return DiagonalGaussian.from_moments(self._moments(video, mode)).mode()
-
-    def _sample(self, video: torch.Tensor, mode: InferenceMode, seed: int) -> torch.Tensor:
-        generator = torch.Generator(device=self.device).manual_seed(seed)
-        return DiagonalGaussian.from_moments(self._moments(video, mode)).sample(generator)
-
     def _decode(self, latent: torch.Tensor, mode: InferenceMode) -> torch.Tensor:
         channels = self.spec.latent_channels
         if latent.ndim != 5 or latent.shape[1] != channels or latent.shape[2] < 1:
@@ -146,9 +138,7 @@ class ODVAE(VideoVAE):
     def from_config(cls, preset: Preset) -> ODVAE:
         """Random weights, the same for every call (seed ``RANDOM_SEED``)."""
         config, _ = split_config(preset.config, f"preset {preset.name}")
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(RANDOM_SEED)
-            model = CausalVAEModel.from_config(config)
+        model = seeded_build(RANDOM_SEED, lambda: CausalVAEModel.from_config(config))
         return cls(model, preset.name)
 
     @classmethod

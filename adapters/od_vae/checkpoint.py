@@ -28,12 +28,19 @@ from typing import Any
 import torch
 
 from adapters.base import AdapterError
+from adapters.checkpoints import (
+    COUNTS,
+    LoadReport,
+    check_state_dict,
+    find_weights,
+    model_shapes,
+    read_state_dict,
+    shapes,
+)
 from adapters.od_vae.model import CausalVAEModel
-from adapters.wf_vae.checkpoint import LoadReport, read_state_dict
 
 CONFIG_NAME = "config.json"
 CLASS_NAME = "CausalVAEModel"
-DIFFUSERS_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 TRAINING_PREFIX = "loss."
 # Keys of released configs that the class does not take but that describe the network:
 # accepted only with the values the class builds anyway.
@@ -45,7 +52,6 @@ FIXED_KEYS: dict[str, Any] = {
 }
 # Config keys that do not change the network's function at inference.
 NON_ARCHITECTURE = ("dropout", "scale", "shift")
-_LISTED = 12  # keys named per kind in an error
 
 
 def class_defaults() -> dict[str, Any]:
@@ -98,57 +104,17 @@ def split_config(config: Mapping[str, Any], source: str) -> tuple[dict[str, Any]
     return {k: v for k, v in config.items() if k in accepted}, notes
 
 
-def find_weights(directory: Path) -> Path:
-    """The weights of a release directory: its one ``*.ckpt``, else diffusers weights."""
-    checkpoints = sorted(directory.glob("*.ckpt"))
-    if len(checkpoints) > 1:
-        names = ", ".join(p.name for p in checkpoints)
-        raise AdapterError(f"{directory}: several checkpoints ({names}); pass the file to load")
-    if checkpoints:
-        return checkpoints[0]
-    for name in DIFFUSERS_WEIGHTS:
-        if (directory / name).is_file():
-            return directory / name
-    present = ", ".join(sorted(p.name for p in directory.iterdir())) or "nothing"
-    raise AdapterError(
-        f"{directory}: no CausalVAEModel weights (expected one *.ckpt or "
-        f"{' or '.join(DIFFUSERS_WEIGHTS)}; found {present})"
-    )
-
-
-def _listing(keys: list[str]) -> str:
-    shown = ", ".join(keys[:_LISTED])
-    return shown + (f", ... and {len(keys) - _LISTED} more" if len(keys) > _LISTED else "")
-
-
-def _shape(value: Any) -> tuple[int, ...] | str:
-    return tuple(value.shape) if torch.is_tensor(value) else type(value).__name__
-
-
 def load_strict(model: CausalVAEModel, state: Mapping[str, Any]) -> tuple[str, ...]:
     """Load ``state`` into ``model``; raise :class:`AdapterError` naming every missing,
     unexpected or mis-shaped key. Returns notes on the allowance used."""
     training = sorted(k for k in state if k.startswith(TRAINING_PREFIX))
     weights = {k: v for k, v in state.items() if not k.startswith(TRAINING_PREFIX)}
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(weights))
-    unexpected = sorted(set(weights) - set(expected))
-    mis_shaped = [
-        f"{key} {_shape(value)} != {tuple(expected[key].shape)}"
-        for key, value in sorted(weights.items())
-        if key in expected and _shape(value) != tuple(expected[key].shape)
-    ]
-    if missing or unexpected or mis_shaped:
-        parts = []
-        if missing:
-            parts.append(f"missing keys ({len(missing)}): {_listing(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys ({len(unexpected)}): {_listing(unexpected)}")
-        if mis_shaped:
-            parts.append(f"shape mismatches ({len(mis_shaped)}): {_listing(mis_shaped)}")
-        raise AdapterError(
-            "CausalVAEModel state dict does not match the model: " + "; ".join(parts)
-        )
+    check_state_dict(
+        model_shapes(model),
+        shapes(weights),
+        f"{CLASS_NAME} state dict does not match the model",
+        COUNTS,
+    )
     model.load_state_dict(weights, strict=True)
     if training:
         return (f"{len(training)} training-only {TRAINING_PREFIX}* tensors left out",)
@@ -169,7 +135,7 @@ def load_model(
         if not config_path.is_file():
             raise AdapterError(f"{path}: no {CONFIG_NAME} (the release ships one with weights)")
         config, notes = read_config(config_path)
-        weights = find_weights(path)
+        weights = find_weights(path, CLASS_NAME)
     else:
         weights, config_path = path, path.parent / CONFIG_NAME
         if config_path.is_file():

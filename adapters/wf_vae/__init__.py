@@ -2,10 +2,12 @@
 
 ``model``: the network (``WFVAEModel``, the release's config keys and state-dict names);
 ``wavelet``: Haar transforms; ``layers``: blocks; ``checkpoint``: strict loading;
-``tiling``: spatial tiles; ``adapter``: the suite's ``VideoVAE`` and the presets.
+``adapter``: the suite's ``VideoVAE`` and the presets (spatial tiles come from
+:mod:`adapters.spatial_tiling`, shared with OD-VAE).
 """
 
+from adapters.sampling import DiagonalGaussian
 from adapters.wf_vae.adapter import PRESETS, WFVAE
-from adapters.wf_vae.model import DiagonalGaussian, WFVAEModel
+from adapters.wf_vae.model import WFVAEModel
 
 __all__ = ["PRESETS", "WFVAE", "DiagonalGaussian", "WFVAEModel"]

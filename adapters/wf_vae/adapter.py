@@ -11,7 +11,7 @@ Inference modes:
   README's tiling warning) the mode fails with a clear error, as the release fails.
   ``overlap`` must be 0: the cache replaces overlap.
 - ``spatial_tiles(size, overlap)``: the released WF-VAE has none; this is the tiling of
-  the same repository's OD-VAE (see :mod:`adapters.wf_vae.tiling`), seams included.
+  the same repository's OD-VAE (see :mod:`adapters.spatial_tiling`), seams included.
 """
 
 from __future__ import annotations
@@ -29,13 +29,13 @@ from adapters.base import (
     InferenceMode,
     Preset,
     VAESpec,
-    VideoVAE,
     count_params,
     file_sha256,
 )
+from adapters.sampling import GaussianVideoVAE, seeded_build
+from adapters.spatial_tiling import tiled_decode, tiled_encode
 from adapters.wf_vae.checkpoint import LoadReport, load_model
-from adapters.wf_vae.model import SPATIAL_FACTOR, TEMPORAL_FACTOR, DiagonalGaussian, WFVAEModel
-from adapters.wf_vae.tiling import tiled_decode, tiled_encode
+from adapters.wf_vae.model import SPATIAL_FACTOR, TEMPORAL_FACTOR, WFVAEModel
 
 RANDOM_SEED = 0
 MODES = ("full", "temporal_chunks", "spatial_tiles")
@@ -51,7 +51,7 @@ def _uniform(values: Any, name: str) -> tuple[float, tuple[float, ...]]:
     return (per_channel[0] if len(set(per_channel)) == 1 else float("nan")), per_channel
 
 
-class WFVAE(VideoVAE):
+class WFVAE(GaussianVideoVAE):
     """A :class:`WFVAEModel` with the suite's encode/decode and inference modes.
 
     ``latent_scale``/``latent_shift`` hold the config's per-channel factors (the release
@@ -102,13 +102,6 @@ class WFVAE(VideoVAE):
             )
         return self._model.encode_moments(video)
 
-    def _encode(self, video: torch.Tensor, mode: InferenceMode) -> torch.Tensor:
-        return DiagonalGaussian.from_moments(self._moments(video, mode)).mode()
-
-    def _sample(self, video: torch.Tensor, mode: InferenceMode, seed: int) -> torch.Tensor:
-        generator = torch.Generator(device=self.device).manual_seed(seed)
-        return DiagonalGaussian.from_moments(self._moments(video, mode)).sample(generator)
-
     def _decode(self, latent: torch.Tensor, mode: InferenceMode) -> torch.Tensor:
         if latent.ndim != 5 or latent.shape[1] != self.spec.latent_channels:
             raise AdapterError(
@@ -142,9 +135,7 @@ class WFVAE(VideoVAE):
     @classmethod
     def from_config(cls, preset: Preset) -> WFVAE:
         """Random weights, the same for every call (seed ``RANDOM_SEED``)."""
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(RANDOM_SEED)
-            model = WFVAEModel.from_config(dict(preset.config))
+        model = seeded_build(RANDOM_SEED, lambda: WFVAEModel.from_config(dict(preset.config)))
         return cls(model, preset.name)
 
     @classmethod

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
@@ -24,6 +23,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from adapters.base import AdapterError
+from adapters.sampling import DiagonalGaussian
 from adapters.wf_vae.layers import (
     NORM_TYPES,
     AttnBlock3DFix,
@@ -58,28 +58,6 @@ RELEASED_BLOCKS = {
 }
 ATTENTION_TYPES = ("AttnBlock3DFix",)
 T_INTERPOLATIONS = ("nearest", "trilinear")
-
-
-@dataclass(frozen=True)
-class DiagonalGaussian:
-    """The posterior ``N(mean, exp(logvar))`` from the encoder's ``2 * latent`` channels."""
-
-    mean: torch.Tensor
-    logvar: torch.Tensor
-
-    @classmethod
-    def from_moments(cls, moments: torch.Tensor) -> DiagonalGaussian:
-        mean, logvar = torch.chunk(moments, 2, dim=1)
-        return cls(mean, torch.clamp(logvar, -30.0, 20.0))
-
-    def mode(self) -> torch.Tensor:
-        return self.mean
-
-    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        noise = torch.randn(
-            self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype
-        )
-        return self.mean + torch.exp(0.5 * self.logvar) * noise
 
 
 class Encoder(nn.Module):
