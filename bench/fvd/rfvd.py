@@ -20,9 +20,7 @@ that the value is biased upwards and depends on the clip count, so compute() war
 
 from __future__ import annotations
 
-import contextlib
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -34,6 +32,7 @@ from torchmetrics.utilities import dim_zero_cat
 
 from bench.fvd.extractors import FeatureExtractor, ResizeMode, build_extractor
 from bench.fvd.frechet import FeatureStats, frechet_distance_stats
+from bench.metrics.base import synced
 
 
 class SmallSampleWarning(UserWarning):
@@ -166,19 +165,6 @@ class RFVD(Metric):
             value = batch_frechet_distance(real.cpu().numpy(), fake.cpu().numpy())
             self.batch_values.append(torch.tensor([value], dtype=torch.float64, device=device))
 
-    @contextlib.contextmanager
-    def _synced(self) -> Iterator[None]:
-        """Gather states across processes (no-op in one process), then restore them."""
-        if self._is_synced:
-            yield
-            return
-        with self.sync_context(
-            dist_sync_fn=self.dist_sync_fn,
-            should_sync=self._to_sync,
-            should_unsync=self._should_unsync,
-        ):
-            yield
-
     def _stats(self, side: str) -> FeatureStats:
         return FeatureStats(
             int(getattr(self, f"{side}_n").item()),
@@ -203,23 +189,23 @@ class RFVD(Metric):
 
     def real_feature_stats(self) -> FeatureStats:
         """Statistics of the originals (precomputed or accumulated), e.g. to cache them."""
-        with self._synced():
+        with synced(self):
             return self._real()
 
     def fake_feature_stats(self) -> FeatureStats:
-        with self._synced():
+        with synced(self):
             return self._stats("fake")
 
     @property
     def n(self) -> int:
         """Reconstructed clips seen (all processes)."""
-        with self._synced():
+        with synced(self):
             return int(self.fake_n.item())
 
     @property
     def n_real(self) -> int:
         """Original clips behind the real statistics (precomputed or seen)."""
-        with self._synced():
+        with synced(self):
             return self._real().n
 
     def _warn_small(self, n: int, what: str) -> None:
@@ -258,7 +244,7 @@ class RFVD(Metric):
         if resamples < 1 or not 0.0 < level < 1.0:
             raise ValueError(f"need resamples >= 1 and 0 < level < 1, got {resamples}, {level}")
         rng = np.random.default_rng(seed)
-        with self._synced():
+        with synced(self):
             if self.legacy_batch:
                 values = self._list("batch_values").cpu().numpy()
                 if values.size == 0:

@@ -57,6 +57,21 @@ def check_videos(target: Tensor, preds: Tensor, *, max_frames: int) -> None:
             raise ValueError(f"{label} has NaN or Inf values")
 
 
+@contextlib.contextmanager
+def synced(metric: Metric) -> Iterator[None]:
+    """Gather a metric's states across processes (no-op in one process), then restore
+    them: what per-clip and set-level readers need beyond ``compute``'s own sync."""
+    if metric._is_synced:
+        yield
+        return
+    with metric.sync_context(
+        dist_sync_fn=metric.dist_sync_fn,
+        should_sync=metric._to_sync,
+        should_unsync=metric._should_unsync,
+    ):
+        yield
+
+
 class VideoMetric(Metric):
     """Base class: subclasses score a batch in ``_score``; this class keeps the states.
 
@@ -115,30 +130,17 @@ class VideoMetric(Metric):
             return torch.zeros(0, dtype=torch.float64, device=self.frame_sum.device)
         return dim_zero_cat(self.clip_values)
 
-    @contextlib.contextmanager
-    def _synced(self) -> Iterator[None]:
-        """Gather states across processes (no-op in one process), then restore them."""
-        if self._is_synced:
-            yield
-            return
-        with self.sync_context(
-            dist_sync_fn=self.dist_sync_fn,
-            should_sync=self._to_sync,
-            should_unsync=self._should_unsync,
-        ):
-            yield
-
     def compute(self) -> Tensor:
         return self._finalize(self._local_clip_values()).mean()
 
     def per_clip(self) -> Tensor:
         """[N] float64 values, one per clip, in update order."""
-        with self._synced():
+        with synced(self):
             return self._finalize(self._local_clip_values()).clone()
 
     def per_frame(self) -> Tensor:
         """[T] float64: mean over clips at each frame index, T = longest clip seen."""
-        with self._synced():
+        with synced(self):
             seen = torch.nonzero(self.frame_count).flatten()
             length = int(seen.max()) + 1 if seen.numel() else 0
             means = self.frame_sum[:length] / self.frame_count[:length]
