@@ -47,13 +47,7 @@ def clip(frames: int = 9, size: int = 16, seed: int = 0, width: int | None = Non
     return torch.rand(1, 3, frames, size, width or size, generator=generator) * 2 - 1
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny convolutions run faster on one thread, and more steadily on shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 @pytest.fixture(scope="module")
