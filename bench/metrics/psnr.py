@@ -1,10 +1,11 @@
 """PSNR in the two conventions papers use: per-frame mean (official) and per-clip MSE.
 
-Videos are mapped to [0, 1] ((x + 1) / 2, clamped) and compared with a data range of 1,
-in float64. Identical frames (MSE 0) give +inf and are kept as +inf: a cap would hide
-perfect reconstructions inside an average. The official WF-VAE script instead returns
-100 for a batch whose mean frame PSNR is infinite; ``inf_value=100.0`` reproduces that
-for batches of one clip by mapping every infinite reported value to 100.
+Videos are mapped to [0, 1] ((x + 1) / 2, clamped) and compared with a data range of 1;
+squared errors are summed in float64. Identical frames (MSE 0) give +inf and are kept as
++inf: a cap would hide perfect reconstructions inside an average. The official WF-VAE
+script instead returns 100 for a batch whose mean frame PSNR is infinite;
+``inf_value=100.0`` reproduces that for batches of one clip by mapping every infinite
+reported value to 100.
 """
 
 from __future__ import annotations
@@ -20,11 +21,15 @@ from bench.metrics.base import VideoMetric
 def frame_mse(target: Tensor, preds: Tensor) -> Tensor:
     """[B, T] mean squared error of each frame in [0, 1] units, float64.
 
-    After clamping to [-1, 1], a [0, 1] difference is exactly half the [-1, 1] one, so
-    only one float64 temporary is needed.
+    After clamping to [-1, 1], a [0, 1] difference is exactly half the [-1, 1] one. The
+    differences are squared in the input precision (float32 rounding: ~1e-10 relative on
+    the MSE) and summed in float64 over contiguous pixels, several times faster than a
+    float64 copy of the clip reduced over strided dimensions.
     """
-    diff = target.clamp(-1.0, 1.0).to(torch.float64).sub_(preds.clamp(-1.0, 1.0))
-    return diff.square_().mean(dim=(1, 3, 4)) / 4.0
+    batch, channels, frames, height, width = target.shape
+    diff = target.clamp(-1.0, 1.0).sub_(preds.clamp(-1.0, 1.0)).square_()
+    sums = diff.reshape(batch, channels, frames, -1).sum(dim=-1, dtype=torch.float64)
+    return sums.sum(dim=1) / (4.0 * channels * height * width)
 
 
 def psnr_from_mse(mse: Tensor) -> Tensor:

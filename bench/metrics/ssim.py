@@ -6,14 +6,17 @@ sigma=1.5``), only the 'valid' region where the window fits (no padding), C1 = 0
 C2 = 0.03^2, population (not sample) covariances; mean over the map, then over channels,
 frames and clips.
 
-Arithmetic is float64 on every device: in float32 the variances E[x^2] - E[x]^2 of flat
-regions lose about 1e-4 of SSIM to cancellation, far outside the 1e-5 agreement with the
-official float64 script that the suite guarantees.
+Arithmetic is float32 (float64 for float64 input) on planes centred on their own mean:
+the local variances E[x^2] - E[x]^2 cancel badly where the image is flat, and the
+rounding error of that cancellation scales with the magnitude of x. Centring shrinks it
+by two to four orders (flat white or black areas lose < 2e-8 of SSIM instead of ~4e-6),
+well inside the 1e-5 agreement with the official float64 script that the suite
+guarantees, at half the memory traffic of float64.
 
 Planes (one channel of one frame) are filtered in chunks of ``chunk_pixels`` pixels.
 On a CPU a cache-sized chunk is several times faster than streaming whole batches
 through memory; on a GPU the default chunk holds typical batches whole, and the chunk
-bounds the float64 working memory at high resolutions.
+bounds the working memory at high resolutions.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ WINDOW = 11
 SIGMA = 1.5
 K1 = 0.01
 K2 = 0.03
-CPU_CHUNK_PIXELS = 2**17
+CPU_CHUNK_PIXELS = 2**18
 DEVICE_CHUNK_PIXELS = 2**24
 
 
@@ -43,8 +46,8 @@ def gaussian_taps(size: int = WINDOW, sigma: float = SIGMA) -> list[float]:
 def valid_filter(maps: Tensor, taps: list[float]) -> Tensor:
     """Separable correlation over the last two dims, keeping only the 'valid' region.
 
-    A weighted sum of shifted views (one multiply-add per tap) stays exact in float64
-    and avoids the slow float64 convolution kernels of CPUs.
+    A weighted sum of shifted views (one multiply-add per tap) is exact to rounding on
+    every device and beats the CPU's single-channel convolution kernels.
     """
     size = len(taps)
     height, width = maps.shape[-2:]
@@ -57,37 +60,50 @@ def valid_filter(maps: Tensor, taps: list[float]) -> Tensor:
     return out
 
 
-def unit_statistics(target: Tensor, preds: Tensor) -> Tensor:
-    """[4, N, H, W] float64 maps x, y, x^2 + y^2, x * y of [-1, 1] planes mapped to [0, 1].
+def working_dtype(video: Tensor) -> torch.dtype:
+    """float32, or float64 when the input already is float64."""
+    return torch.promote_types(video.dtype, torch.float32)
 
-    Written into one buffer in place: on a CPU, fresh allocations cost more than the
-    arithmetic. x^2 + y^2 is one map because only the sum of the variances enters SSIM.
+
+def centred_statistics(target: Tensor, preds: Tensor) -> tuple[Tensor, Tensor]:
+    """[4, N, H, W] maps x, y, x^2 + y^2, x * y and the [N, 1, 1] centre of x.
+
+    x and y are the [0, 1] planes minus the mean of the target plane (the same constant
+    for both, so variances and covariances are unchanged). Written into one buffer in
+    place: on a CPU, fresh allocations cost more than the arithmetic. x^2 + y^2 is one
+    map because only the sum of the variances enters SSIM.
     """
-    stats = torch.empty((4, *target.shape), dtype=torch.float64, device=target.device)
+    stats = torch.empty((4, *target.shape), dtype=working_dtype(target), device=target.device)
     x, y, squares, cross = stats.unbind(0)
-    for unit, video in ((x, target), (y, preds)):
-        unit.copy_(video).add_(1.0).mul_(0.5).clamp_(0.0, 1.0)
+    torch.clamp(target, -1.0, 1.0, out=x).mul_(0.5)  # [0, 1] value minus 0.5
+    torch.clamp(preds, -1.0, 1.0, out=y).mul_(0.5)
+    offset = x.mean(dim=(-2, -1), keepdim=True)
+    x.sub_(offset)
+    y.sub_(offset)
     torch.mul(x, x, out=squares).addcmul_(y, y)
     torch.mul(x, y, out=cross)
-    return stats
+    return stats, offset.add_(0.5)
 
 
 def ssim_planes(target: Tensor, preds: Tensor, taps: list[float]) -> Tensor:
-    """[N] mean SSIM of each [H, W] plane pair of [-1, 1] planes [N, H, W].
+    """[N] float64 mean SSIM of each [H, W] plane pair of [-1, 1] planes [N, H, W].
 
     The steps are ordered so that identical planes give exactly 1 (2 * cov and the
     variance sum then round identically).
     """
     c1 = K1**2
     c2 = K2**2
-    mu_x, mu_y, sq_sum, cross = valid_filter(unit_statistics(target, preds), taps).unbind(0)
+    stats, centre = centred_statistics(target, preds)
+    mu_x, mu_y, sq_sum, cross = valid_filter(stats, taps).unbind(0)
+    sigma_sq_sum = sq_sum.sub_(torch.mul(mu_x, mu_x).add_(mu_y * mu_y))
+    sigma_xy = cross.sub_(mu_x * mu_y)
+    mu_x.add_(centre)
+    mu_y.add_(centre)
     mu_xy = mu_x * mu_y
     mu_sq_sum = mu_x.square_().add_(mu_y.square_())
-    sigma_sq_sum = sq_sum.sub_(mu_sq_sum)
-    sigma_xy = cross.sub_(mu_xy)
     numerator = mu_xy.mul_(2.0).add_(c1).mul_(sigma_xy.mul_(2.0).add_(c2))
     denominator = mu_sq_sum.add_(c1).mul_(sigma_sq_sum.add_(c2))
-    return numerator.div_(denominator).mean(dim=(-2, -1))
+    return numerator.div_(denominator).mean(dim=(-2, -1), dtype=torch.float64)
 
 
 class SSIM(VideoMetric):
