@@ -16,7 +16,12 @@ Peak memory is taken per phase, over its warm-up and repeats:
 * Host: the process's peak resident set size (``VmHWM``), reset before the phase by writing
   ``5`` to ``/proc/self/clear_refs``. Where that is not possible, ``getrusage``'s lifetime
   maximum is used only when the phase raised it (then it *is* the phase's peak), else
-  ``None``; :attr:`PhaseResult.rss_method` says which.
+  ``None``; :attr:`PhaseResult.rss_method` says which. The peak includes everything the
+  process already holds (interpreter, libraries, weights), so the RSS at the phase's start
+  is kept too: their difference, the phase's *growth*, is what the phase itself needed.
+  Before the reset, glibc is asked to return freed heap pages (``malloc_trim``): otherwise
+  memory a bigger earlier cell freed stays resident, inflates the baseline and hides the
+  growth of the next phase, which reuses it.
 
 Running out of memory is a result, not a crash: the phase gets status ``oom`` with a
 message naming the phase, device and input, and the memory is released before returning.
@@ -25,6 +30,7 @@ message naming the phase, device and input, and the memory is released before re
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import gc
 import math
 import os
@@ -79,6 +85,14 @@ class PhaseResult:
     nvml_used_bytes: int | None
     peak_rss_bytes: int | None
     rss_method: str = RSS_NONE
+    start_rss_bytes: int | None = None
+
+    @property
+    def rss_growth_bytes(self) -> int | None:
+        """Peak RSS above the RSS at the phase's start: the phase's own host memory."""
+        if self.peak_rss_bytes is None or self.start_rss_bytes is None:
+            return None
+        return max(0, self.peak_rss_bytes - self.start_rss_bytes)
 
     @property
     def ok(self) -> bool:
@@ -120,16 +134,34 @@ def reset_peak_rss() -> bool:
     return _read_status_kib("VmHWM") is not None
 
 
+def release_free_heap() -> bool:
+    """Give freed heap pages back to the OS (glibc ``malloc_trim(0)``); False elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc (e.g. musl)
+        return False
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    trim(0)
+    return True
+
+
 class _RssPeak:
     """The process's peak RSS over a stretch of code, by the best method available."""
 
     def __init__(self) -> None:
         self.method = RSS_NONE
         self._rusage_before: int | None = None
+        self.start_bytes: int | None = None
 
     def start(self) -> None:
+        release_free_heap()
         if reset_peak_rss():
             self.method = RSS_VMHWM
+            self.start_bytes = _read_status_kib("VmRSS")
             return
         self._rusage_before = _ru_maxrss_bytes()
         self.method = RSS_GETRUSAGE if self._rusage_before is not None else RSS_NONE
@@ -344,6 +376,7 @@ def profile_phase(
             memory = dict(
                 peak_allocated_bytes=peak_alloc, peak_reserved_bytes=peak_res,
                 nvml_used_bytes=nvml_peak, peak_rss_bytes=rss.peak(), rss_method=rss.method,
+                start_rss_bytes=rss.start_bytes,
             )
     finally:
         nvml.close()

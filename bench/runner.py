@@ -42,6 +42,7 @@ EFFICIENCY_METRICS = {
     "peak_reserved_mb": ("peak_reserved_bytes", "MiB", 2.0**-20),
     "nvml_used_mb": ("nvml_used_bytes", "MiB", 2.0**-20),
     "peak_rss_mb": ("peak_rss_bytes", "MiB", 2.0**-20),
+    "rss_growth_mb": ("rss_growth_bytes", "MiB", 2.0**-20),
 }
 
 

@@ -123,6 +123,34 @@ def test_peak_rss_is_reset_per_phase() -> None:
     assert current is not None and r_tiny.peak_rss_bytes >= current * 0.9
 
 
+@pytest.mark.skipif(not VMHWM_RESETS, reason="/proc/self/clear_refs not writable here")
+def test_rss_growth_is_the_phase_own_memory() -> None:
+    """Growth = peak minus the RSS at the phase's start: a phase holding one buffer grows
+    by that buffer, whatever the process held before, and a phase that allocates nothing
+    grows by (almost) nothing."""
+    size = 96 * MIB
+    resident = np.ones(3 * size, dtype=np.uint8)  # held by the process through both phases
+
+    def holds_buffer() -> int:
+        buf = np.ones(size, dtype=np.uint8)
+        return int(buf[::4096].sum())
+
+    kw = dict(device=CPU, warmup=0, repeats=1, frames=1, clips=1)
+    grows = profile_phase("encode", holds_buffer, **kw)
+    idle = profile_phase("decode", lambda: 0, **kw)
+    assert grows.start_rss_bytes is not None and grows.start_rss_bytes >= resident.nbytes
+    assert grows.rss_growth_bytes is not None and idle.rss_growth_bytes is not None
+    assert 0.95 * size <= grows.rss_growth_bytes <= 1.25 * size
+    assert idle.rss_growth_bytes < 0.05 * size
+    assert grows.peak_rss_bytes == grows.start_rss_bytes + grows.rss_growth_bytes
+    del resident
+
+
+def test_rss_growth_needs_both_readings() -> None:
+    result = prof._nan_result("encode", "skipped", "not run", peak_rss_bytes=5 * MIB)
+    assert result.rss_growth_bytes is None
+
+
 def test_rss_falls_back_to_getrusage_only_when_the_phase_raised_the_maximum(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(prof, "_CLEAR_REFS", "/nonexistent/clear_refs")
