@@ -92,6 +92,8 @@ def _fvd_check(sweep: Sweep) -> FvdPlan:
 def _quality_settings(sweep: Sweep, metrics: tuple[str, ...], fvd: FvdPlan) -> str:
     q = sweep.quality
     settings = {"metrics": metrics, "lpips_net": q.lpips_net, "max_clips": q.max_clips}
+    if q.convention != "suite":  # absent for the default, so earlier runs still resume
+        settings["convention"] = q.convention
     if "rfvd" in metrics:
         settings |= {"fvd_extractor": q.fvd_extractor, "fvd_weights": fvd.weights,
                      "fvd_protocol": q.fvd_protocol}  # fmt: skip
@@ -350,7 +352,10 @@ def run_quality(cell: Cell, vae: VideoVAE, dataset: Dataset, plan: Plan, base: d
     settings = json.loads(cell.settings)
     names = [m for m in settings["metrics"] if m != "rfvd"]
     metrics: list[VideoMetric] = build_metrics(
-        names, device=plan.device, lpips_net=settings["lpips_net"]
+        names,
+        device=plan.device,
+        lpips_net=settings["lpips_net"],
+        convention=settings.get("convention", "suite"),
     )
     vs_full = PSNRVsFull().to(plan.device) if cell.mode != "full" else None
     if vs_full is not None:

@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from adapters.base import RANDOM_WEIGHTS, AdapterError, InferenceMode
+from bench.metrics import CONVENTIONS
 
 DTYPES = ("float32", "float16", "bfloat16")
 QUALITY_METRICS = ("psnr", "psnr_clip", "ssim", "lpips", "rfvd")
@@ -53,6 +54,7 @@ class QualitySettings:
     metrics: tuple[str, ...] = QUALITY_METRICS
     lpips_net: str = "alex"
     lpips_missing: str = "error"  # error | skip
+    convention: str = "suite"  # suite | wf-vae-official (bench.metrics.CONVENTIONS)
     batch_size: int = 1
     max_clips: int | None = None
     fvd_extractor: str = "styleganv-i3d"
@@ -222,6 +224,12 @@ def parse_sweep(data: Any, source: str = "<sweep>") -> Sweep:
         raise _fail(source, "quality.lpips_missing", "allowed: error, skip")
     if quality.lpips_net not in ("alex", "vgg"):
         raise _fail(source, "quality.lpips_net", "allowed: alex, vgg")
+    if quality.convention not in CONVENTIONS:
+        raise _fail(
+            source,
+            "quality.convention",
+            f"{quality.convention!r} not allowed; allowed: {list(CONVENTIONS)}",
+        )
     for key, value, allowed in (
         ("fvd_extractor", quality.fvd_extractor, FVD_EXTRACTORS),
         ("fvd_missing", quality.fvd_missing, ("error", "random", "skip")),

@@ -280,6 +280,23 @@ def test_missing_lpips_weights_raise_clear_error(
     assert not any(tmp_path.rglob("*.pth")), "nothing may be downloaded"
 
 
+def test_official_convention_matches_the_wf_vae_scripts() -> None:
+    """Under ``wf-vae-official`` a perfect clip scores 100 dB (the scripts' cap) and LPIPS
+    is the mean of the package's upsampled distance map (``spatial=True``)."""
+    target, preds = make_pair(5, (1, 3, 2, 48, 48), noise=0.2)
+    psnr, clip, lpips_metric = build_metrics(
+        ["psnr", "psnr_clip", "lpips"], lpips_pretrained=False, convention="wf-vae-official"
+    )
+    for metric in (psnr, clip):
+        metric.update(target, target.clone())
+        assert float(metric.compute()) == 100.0
+    lpips_metric.update(target, preds)
+    expected = lpips_reference(target, preds, spatial=True)
+    assert float(lpips_metric.compute()) == pytest.approx(float(expected.mean()), abs=1e-6)
+    with pytest.raises(ValueError, match="allowed: suite, wf-vae-official"):
+        build_metrics(["psnr"], convention="paper")
+
+
 # ---------------------------------------------------------------- shared behaviour
 
 

@@ -196,12 +196,26 @@ def test_bad_videos_become_clip_rows_not_crashes(tmp_path):
         ({"models": ["toy-pool"], "frames": [0]}, "frames: 0 is not a positive integer"),
         ({"dtypes": ["float8"]}, "allowed: ['float32', 'float16', 'bfloat16']"),
         ({"colour": "red"}, "unknown key(s) ['colour']"),
+        ({"quality": {"convention": "paper"}},
+         "quality.convention: 'paper' not allowed; allowed: ['suite', 'wf-vae-official']"),
     ],
 )  # fmt: skip
 def test_invalid_sweeps_fail_before_any_work(tmp_path, toy_preset, overrides, needle):
     with pytest.raises(SweepError) as error:
         plan(parse_sweep(tiny_sweep(**overrides), "sweep.yaml"))
     assert needle in str(error.value) and "sweep.yaml" in str(error.value)
+
+
+def test_official_convention_reports_perfect_frames_as_100_db(tmp_path):
+    quality = {"metrics": ["psnr", "psnr_clip", "ssim"], "max_clips": 2,
+               "convention": "wf-vae-official"}  # fmt: skip
+    sweep = tiny_sweep(models=[{"preset": "identity", "efficiency": False}], resolutions=[16],
+                       frames=[5], quality=quality)  # fmt: skip
+    results = read_results(run_sweep(parse_sweep(sweep), tmp_path, plots=False))
+    rows = results[results.kind == "quality"].set_index("metric")
+    assert rows.loc["psnr", "value"] == rows.loc["psnr_clip", "value"] == 100.0
+    assert rows.loc["psnr", "protocol"].endswith(";inf->100")
+    assert rows.loc["ssim", "value"] == 1.0
 
 
 def test_rfvd_rows_with_random_i3d_and_cached_real_statistics(tmp_path, toy_preset):

@@ -23,10 +23,19 @@ __all__ = [
     "ClipPSNR",
     "MetricUnavailable",
     "VideoMetric",
+    "CONVENTIONS",
     "build_metrics",
 ]
 
 METRIC_NAMES = ("psnr", "psnr_clip", "ssim", "lpips")
+
+#: How metrics treat the cases where published evaluations differ.
+#: ``suite``: identical frames give PSNR +inf (kept, so a perfect reconstruction is visible);
+#: LPIPS is the package's spatial average. ``wf-vae-official``: the WF-VAE evaluation
+#: scripts' choices: an infinite PSNR is reported as 100 dB, and LPIPS averages the
+#: bilinearly upsampled distance map.
+CONVENTIONS = ("suite", "wf-vae-official")
+OFFICIAL_INF_PSNR = 100.0
 
 
 def build_metrics(
@@ -35,19 +44,24 @@ def build_metrics(
     device: torch.device | str = "cpu",
     lpips_net: str = "alex",
     lpips_pretrained: bool = True,
+    convention: str = "suite",
 ) -> list[VideoMetric]:
-    """Metrics in the order named, on ``device``.
+    """Metrics in the order named, on ``device``, under one of :data:`CONVENTIONS`.
 
-    Raises ValueError for unknown or repeated names and MetricUnavailable when LPIPS
-    backbone weights are not on this machine.
+    Raises ValueError for unknown or repeated names or an unknown convention, and
+    MetricUnavailable when LPIPS backbone weights are not on this machine.
     """
     if isinstance(names, str):
         raise TypeError(f"names must be a sequence of metric names, got the string {names!r}")
+    if convention not in CONVENTIONS:
+        raise ValueError(f"unknown convention {convention!r}; allowed: {', '.join(CONVENTIONS)}")
+    official = convention == "wf-vae-official"
+    inf_value = OFFICIAL_INF_PSNR if official else None
     factories: dict[str, Callable[[], VideoMetric]] = {
-        "psnr": PSNR,
-        "psnr_clip": ClipPSNR,
+        "psnr": lambda: PSNR(inf_value=inf_value),
+        "psnr_clip": lambda: ClipPSNR(inf_value=inf_value),
         "ssim": SSIM,
-        "lpips": lambda: LPIPS(net=lpips_net, pretrained=lpips_pretrained),
+        "lpips": lambda: LPIPS(net=lpips_net, pretrained=lpips_pretrained, spatial_map=official),
     }
     unknown = [name for name in names if name not in factories]
     if unknown:
