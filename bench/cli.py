@@ -25,15 +25,30 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a batch scheduler's stop), taken through the same graceful path as Ctrl-C."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
+    import signal
+
     from bench.runner import run_sweep
     from bench.sweep import load_sweep
 
     sweep = load_sweep(args.sweep)
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         root = run_sweep(sweep, args.out, run_name=args.name, device=args.device)
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as stop:
+        name = "SIGTERM" if isinstance(stop, Terminated) else "SIGINT (Ctrl-C)"
+        print(f"vae-bench: stopped by {name}", file=sys.stderr)
+        return 143 if isinstance(stop, Terminated) else 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     from bench.results import read_results
 
     print_memory_growth(read_results(root), root)

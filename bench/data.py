@@ -446,6 +446,8 @@ def _build(source: str, base_dir: Path, name: str, data: Any) -> Dataset:
     if "description" in data:
         entry.text("description")
     root = Path(os.path.expanduser(entry.text("root")))
+    if "\0" in str(root):
+        raise entry.error("root", f"not a valid path: {str(root)!r}")
     extensions = data.get("extensions", list(VIDEO_EXTENSIONS))
     if (
         not isinstance(extensions, list)
@@ -491,8 +493,8 @@ def load_datasets(path: str | Path | None = None) -> dict[str, Dataset]:
         return datasets
     source = str(file)
     try:
-        text = file.read_text()
-    except OSError as error:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
         raise DatasetError(f"{source}: cannot read datasets file: {error}") from None
     try:
         data = yaml.safe_load(text)

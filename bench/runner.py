@@ -28,8 +28,9 @@ from bench.data import Clip, Dataset, DatasetError, SkippedClip, load_datasets
 from bench.metrics import MetricUnavailable, VideoMetric, build_metrics
 from bench.metrics.psnr import PSNRVsFull
 from bench.profile import PhaseResult, profile_codec
+from bench.recovery import recover
 from bench.results import RunStore
-from bench.sweep import Cell, Sweep, SweepError
+from bench.sweep import Cell, Sweep, SweepError, check_run_name
 
 log = logging.getLogger("vae_bench")
 
@@ -123,7 +124,7 @@ def plan(sweep: Sweep, device: str | None = None) -> Plan:
     try:
         torch_device = environment.resolve_device(device or sweep.device)
     except (ValueError, RuntimeError) as error:
-        raise SweepError(f"{src}: device: {error}") from None
+        raise SweepError(f"{src}: device: {error}; allowed: auto, cpu, cuda, cuda:N") from None
     try:
         all_datasets = load_datasets(sweep.datasets_file)
     except DatasetError as error:
@@ -150,7 +151,7 @@ def plan(sweep: Sweep, device: str | None = None) -> Plan:
         try:
             preset = get_preset(entry.preset)
             vae = preset.create(entry.weights)
-        except AdapterError as error:
+        except (AdapterError, NotImplementedError) as error:
             raise SweepError(f"{where}: {error}") from None
         spec = vae.spec
         quality = entry.quality if entry.quality is not None else vae.weights != RANDOM_WEIGHTS
@@ -533,15 +534,19 @@ def execute(cell: Cell, plan: Plan, cache: ModelCache, run: str):
         if cell.kind == "quality":
             return run_quality(cell, vae, plan.datasets[cell.dataset], plan, base)
         return run_efficiency(cell, vae, plan, base)
-    except torch.cuda.OutOfMemoryError as error:
-        _free(plan.device)
-        status, message = "oom", f"out of memory at {cell.title}: {str(error).splitlines()[0]}"
-    except (RuntimeError, ValueError, MetricUnavailable, AdapterError) as error:
-        _free(plan.device)
+    except (torch.OutOfMemoryError, MemoryError) as error:  # CUDA allocator or host
+        first = str(error).strip().splitlines()[0] if str(error).strip() else "no details"
+        status = "oom"
+        message = (f"out of memory at {cell.title}, batch {cell.batch_size}: "
+                   f"{type(error).__name__}: {first}")  # fmt: skip
+    except Exception as error:  # one failing cell must not end a run of many hours
         oom = "out of memory" in str(error) or "can't allocate memory" in str(error)
         status = "oom" if oom else "error"
         message = f"{type(error).__name__}: {error}"
         log.error("cell %s failed:\n%s", cell.title, traceback.format_exc())
+    # freed only here: inside the except blocks the traceback still holds the failed
+    # call's frames and so its tensors, which the allocator could not give back
+    _free(plan.device)
     return (
         [
             {
@@ -575,9 +580,11 @@ def run_sweep(
     plots: bool = True,
 ) -> Path:
     """Validate, run the unfinished cells, merge CSVs and draw plots; returns the run dir."""
+    run = sweep.name if run_name is None else check_run_name(run_name, "command line", "--name")
     validated = plan(sweep, device)
-    run = run_name or sweep.name
     store = RunStore(Path(out_root) / run)
+    for note in recover(store):
+        print(f"run {run}: {note}")
     store.write_metadata(
         {
             "run": run,
@@ -602,6 +609,7 @@ def run_sweep(
             tqdm.write(f"  {cell.title}")
             results, clips, frames = execute(cell, validated, cache, run)
             store.write_cell(cell.key, results, clips, frames)
+        store.merge()
     except KeyboardInterrupt:
         done = len(store.done_cells() & {c.key for c in validated.cells})
         print(
@@ -609,7 +617,6 @@ def run_sweep(
             "run the same command again to resume"
         )
         raise
-    store.merge()
     if plots:
         from bench.report.plots import plot_run
 
