@@ -27,7 +27,7 @@ from bench import environment
 from bench.data import Clip, Dataset, DatasetError, SkippedClip, load_datasets
 from bench.metrics import MetricUnavailable, VideoMetric, build_metrics
 from bench.metrics.psnr import PSNRVsFull
-from bench.profile import PhaseResult, profile_codec
+from bench.profile import PhaseResult, _is_oom, profile_codec
 from bench.recovery import recover
 from bench.results import RunStore
 from bench.sweep import Cell, Sweep, SweepError, check_run_name
@@ -246,7 +246,7 @@ class ModelCache:
     def get(self, cell: Cell) -> VideoVAE:
         key = (cell.model, cell.weights, cell.dtype)
         if key != self._key:
-            self._vae = None
+            self._key, self._vae = None, None  # nothing cached if this load fails
             _free(self.device)
             vae = get_preset(cell.model).create(cell.weights)
             self._vae = vae.to(self.device, DTYPES[cell.dtype]).eval()
@@ -264,11 +264,15 @@ def _free(device: torch.device) -> None:
 
 
 def _cell_columns(
-    cell: Cell, vae: VideoVAE, requested: int, device: torch.device
+    cell: Cell, vae: VideoVAE | None, requested: int, device: torch.device
 ) -> dict[str, Any]:
+    """The cell's columns; without ``vae`` (it failed to load) the model's own are blank."""
+    family, weights, params = (
+        (vae.spec.family, vae.weights, vae.spec.params) if vae else ("", cell.weights, math.nan)
+    )
     return {
-        "cell": cell.key, "kind": cell.kind, "model": cell.model, "family": vae.spec.family,
-        "weights": vae.weights, "params": vae.spec.params, "dataset": cell.dataset,
+        "cell": cell.key, "kind": cell.kind, "model": cell.model, "family": family,
+        "weights": weights, "params": params, "dataset": cell.dataset,
         "height": cell.height, "width": cell.width, "frames_requested": requested,
         "frames": cell.frames, "batch_size": cell.batch_size, "dtype": cell.dtype,
         "mode": cell.mode, "device": environment.device_name(device),
@@ -523,27 +527,31 @@ def _phase_rows(phase: PhaseResult, base: dict[str, Any], protocol: str) -> list
 
 def execute(cell: Cell, plan: Plan, cache: ModelCache, run: str):
     """Run one cell; an error becomes rows with status ``error`` (retried on resume)."""
-    vae = cache.get(cell)
-    base = {
-        "run": run,
-        **_cell_columns(cell, vae, plan.requested[cell.key], plan.device),
-        **environment.run_metadata(),
-        "timestamp": environment.timestamp(),
-    }
+
+    def columns(vae: VideoVAE | None) -> dict[str, Any]:
+        return {
+            "run": run,
+            **_cell_columns(cell, vae, plan.requested[cell.key], plan.device),
+            **environment.run_metadata(),
+            "timestamp": environment.timestamp(),
+        }
+
+    base = columns(None)
     try:
+        vae = cache.get(cell)  # loading can fail too, e.g. no device memory left for it
+        base = columns(vae)
         if cell.kind == "quality":
             return run_quality(cell, vae, plan.datasets[cell.dataset], plan, base)
         return run_efficiency(cell, vae, plan, base)
-    except (torch.OutOfMemoryError, MemoryError) as error:  # CUDA allocator or host
-        first = str(error).strip().splitlines()[0] if str(error).strip() else "no details"
-        status = "oom"
-        message = (f"out of memory at {cell.title}, batch {cell.batch_size}: "
-                   f"{type(error).__name__}: {first}")  # fmt: skip
     except Exception as error:  # one failing cell must not end a run of many hours
-        oom = "out of memory" in str(error) or "can't allocate memory" in str(error)
-        status = "oom" if oom else "error"
-        message = f"{type(error).__name__}: {error}"
-        log.error("cell %s failed:\n%s", cell.title, traceback.format_exc())
+        if _is_oom(error):  # CUDA allocator or host
+            text = str(error).strip()
+            first = f"{type(error).__name__}: {text.splitlines()[0] if text else 'no details'}"
+            status = "oom"
+            message = f"out of memory at {cell.title}, batch {cell.batch_size}: {first}"
+        else:
+            status, message = "error", f"{type(error).__name__}: {error}"
+            log.error("cell %s failed:\n%s", cell.title, traceback.format_exc())
     # freed only here: inside the except blocks the traceback still holds the failed
     # call's frames and so its tensors, which the allocator could not give back
     _free(plan.device)

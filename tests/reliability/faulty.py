@@ -25,13 +25,19 @@ FAILED_CALL_TENSORS: list[weakref.ref] = []
 class FaultyVAE(PoolVAE):
     """``config["fault"]``: ``cuda_oom`` / ``host_oom`` / ``memory_error`` from height
     ``config["fail_from"]`` up; ``nan`` / ``inf`` in the reconstruction of every clip
-    whose mean is above ``config["poison_above"]``; ``frame_rule``: only ``8k`` frames."""
+    whose mean is above ``config["poison_above"]``; ``load_oom`` when moved to the device;
+    ``frame_rule``: only ``8k`` frames."""
 
     def __init__(self, name: str, factor: int, config: dict) -> None:
         super().__init__(name, factor)
         self.config = config
         if config.get("fault") == "frame_rule":
             self.spec = replace(self.spec, frame_rule=FrameRule(step=8, offset=0))
+
+    def to(self, device=None, dtype=None) -> FaultyVAE:
+        if self.config.get("fault") == "load_oom":  # the weights do not fit on the device
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 6.00 GiB")
+        return super().to(device, dtype)
 
     def _encode(self, video: torch.Tensor, mode: InferenceMode) -> torch.Tensor:
         fault = self.config.get("fault")
