@@ -619,6 +619,7 @@ def run_sweep(
             store.write_cell(cell.key, results, clips, frames)
         store.merge()
     except KeyboardInterrupt:
+        store.merge()  # the stop may fall between a cell's files and the merge
         done = len(store.done_cells() & {c.key for c in validated.cells})
         print(
             f"\ninterrupted: {done}/{len(validated.cells)} cells finished and saved; "
