@@ -162,7 +162,7 @@ def _resolution(source: str, value: Any) -> tuple[int, int]:
 def _typed(source: str, key: str, value: Any, kind: type | tuple[type, ...], what: str) -> Any:
     """``value`` when it is a ``kind`` (bools are not integers here), else a SweepError."""
     kinds = kind if isinstance(kind, tuple) else (kind,)
-    if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+    if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
         raise _fail(source, key, f"must be {what}, got {value!r}")
     return value
 
@@ -197,10 +197,13 @@ def _settings(source: str, key: str, data: Any, cls: type) -> Any:
     _check_keys(source, key, data, allowed)
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
     for name in ("warmup", "repeats", "batch_size", "max_clips", "seed"):
-        if name in values and values[name] is not None:
-            if name in ("warmup", "seed") and values[name] == 0:
-                continue
-            _positive_int(source, f"{key}.{name}", values[name])
+        value = values.get(name)
+        if value is None:
+            continue
+        if name not in ("warmup", "seed"):
+            _positive_int(source, f"{key}.{name}", value)
+        elif isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise _fail(source, f"{key}.{name}", f"must be an integer >= 0, got {value!r}")
     if isinstance(values.get("metrics"), str):  # one metric written without a list
         values["metrics"] = (values["metrics"],)
     if "metrics" in values and (not isinstance(values["metrics"], tuple) or not values["metrics"]):

@@ -66,7 +66,8 @@ def run(tmp_path: Path, capsys, sweep, *extra: str) -> tuple[int, str]:
         ({"quality": {"batch_size": 0}}, "quality.batch_size: 0 is not a positive integer"),
         ({"quality": {"fvd_missing": "ignore"}}, "quality.fvd_missing: 'ignore' not allowed; "
          "allowed: ['error', 'random', 'skip']"),
-        ({"efficiency": {"seed": "abc"}}, "efficiency.seed: 'abc' is not a positive integer"),
+        ({"efficiency": {"seed": "abc"}}, "efficiency.seed: must be an integer >= 0, got 'abc'"),
+        ({"efficiency": {"warmup": -1}}, "efficiency.warmup: must be an integer >= 0, got -1"),
         ({"efficiency": {"speed": 2}}, "efficiency: unknown key(s) ['speed']; allowed: "
          "['batch_size', 'repeats', 'seed', 'warmup']"),
         ({"models": [{"preset": "toy-pool", "quality": "yes"}]}, "models[0].quality: must be "
