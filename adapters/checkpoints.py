@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from adapters.base import AdapterError
@@ -172,7 +173,13 @@ def select_state_dict(obj: Any, use_ema: bool = True) -> tuple[dict[str, Any], s
 def read_state_dict(path: Path, use_ema: bool = True) -> tuple[dict[str, Any], str]:
     """A ``.safetensors`` file, or the weights in a training checkpoint, and where they were."""
     if path.suffix == ".safetensors":
-        return load_file(str(path)), "safetensors"
+        try:
+            return load_file(str(path)), "safetensors"
+        except (SafetensorError, OSError) as error:
+            raise AdapterError(
+                f"{path}: cannot read as safetensors (truncated, or another format such as a "
+                f"torch pickle under a .safetensors name?): {error}"
+            ) from error
     if path.suffix not in CHECKPOINT_SUFFIXES:
         raise AdapterError(
             f"{path}: unknown weights format; expected .safetensors or "

@@ -25,15 +25,32 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a batch scheduler's stop), taken through the same graceful path as Ctrl-C."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
+    import signal
+
     from bench.runner import run_sweep
     from bench.sweep import load_sweep
 
     sweep = load_sweep(args.sweep)
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        root = run_sweep(sweep, args.out, run_name=args.name, device=args.device)
-    except KeyboardInterrupt:
-        return 130
+        root = run_sweep(
+            sweep, args.out, run_name=args.name, device=args.device, plots=not args.no_plots
+        )
+    except KeyboardInterrupt as stop:
+        name = "SIGTERM" if isinstance(stop, Terminated) else "SIGINT (Ctrl-C)"
+        print(f"vae-bench: stopped by {name}", file=sys.stderr)
+        return 143 if isinstance(stop, Terminated) else 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     from bench.results import read_results
 
     print_memory_growth(read_results(root), root)
@@ -113,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="reports", help="root of run directories (default: reports)")
     p.add_argument("--name", default=None, help="run name (default: the sweep's name)")
     p.add_argument("--device", default=None, help="override the sweep's device (auto|cpu|cuda:N)")
+    p.add_argument("--no-plots", action="store_true", help="CSVs only (`report` draws later)")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("report", help="redraw the plots of a run from its results.csv")

@@ -228,7 +228,7 @@ class FolderDataset(Dataset):
         interp += ",align_corners=False" if smooth else ""
         start = f"random(seed={c.seed})" if c.start == "random" else c.start
         return (
-            f"folder(decode=pyav-rgb24,sample_rate={c.sample_rate},start={start},"
+            f"folder(decode=pyav-rgb24(deeper:rgb48-rounded),sample_rate={c.sample_rate},start={start},"
             f"resize={c.resize}({interp}),crop=center,range=[-1,1],"
             f"max_clips={c.max_clips if c.max_clips is not None else 'all'})"
         )
@@ -279,7 +279,10 @@ class FolderDataset(Dataset):
         try:
             return self._decode(clip_id, path, frames, height, width)
         except (av.FFmpegError, OSError, ValueError, EOFError) as error:
-            reason = f"unreadable video: {type(error).__name__}: {error}"
+            reason = (
+                f"unreadable video: {type(error).__name__}: {error} "
+                "(corrupt, truncated, or not a video file)"
+            )
             return SkippedClip(clip_id, source, reason, "error")
 
     def _decode(
@@ -321,8 +324,6 @@ class FolderDataset(Dataset):
                 except StopIteration:
                     break
                 except av.FFmpegError as error:
-                    if decoded == 0:
-                        raise  # nothing decodes: reported as unreadable
                     return SkippedClip(
                         clip_id,
                         source,
@@ -333,7 +334,7 @@ class FolderDataset(Dataset):
                 decoded = index + 1
                 if index not in wanted:
                     continue  # decoded (the codec needs it) but not converted
-                rgb = torch.from_numpy(frame.to_ndarray(format="rgb24"))
+                rgb = torch.from_numpy(frame_to_rgb24(frame))
                 image = rgb.permute(2, 0, 1)[None].float() / 255.0
                 image = resize_frames(image, height, width, c.resize, c.interpolation, c.antialias)
                 out[:, got] = image[0].clamp(0.0, 1.0) * 2.0 - 1.0
@@ -352,6 +353,19 @@ class FolderDataset(Dataset):
                 "error",
             )
         return SkippedClip(clip_id, source, f"too short: {decoded} frames available, {needed}")
+
+
+def frame_to_rgb24(frame: av.VideoFrame) -> np.ndarray:
+    """One decoded frame as ``uint8 [H, W, 3]``.
+
+    Sources deeper than 8 bits (10-bit YUV, 16-bit RGB) are converted to 16-bit RGB and
+    rounded to the nearest 8-bit level: FFmpeg's direct conversion to 8-bit RGB truncates
+    them, which is off by up to two levels.
+    """
+    if max(component.bits for component in frame.format.components) <= 8:
+        return frame.to_ndarray(format="rgb24")
+    wide = frame.to_ndarray(format="rgb48le").astype(np.float32)
+    return np.rint(wide / 257.0).astype(np.uint8)
 
 
 def count_frames(path: str | Path) -> int:
@@ -446,6 +460,8 @@ def _build(source: str, base_dir: Path, name: str, data: Any) -> Dataset:
     if "description" in data:
         entry.text("description")
     root = Path(os.path.expanduser(entry.text("root")))
+    if "\0" in str(root):
+        raise entry.error("root", f"not a valid path: {str(root)!r}")
     extensions = data.get("extensions", list(VIDEO_EXTENSIONS))
     if (
         not isinstance(extensions, list)
@@ -491,8 +507,8 @@ def load_datasets(path: str | Path | None = None) -> dict[str, Dataset]:
         return datasets
     source = str(file)
     try:
-        text = file.read_text()
-    except OSError as error:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
         raise DatasetError(f"{source}: cannot read datasets file: {error}") from None
     try:
         data = yaml.safe_load(text)

@@ -73,6 +73,21 @@ def atomic_write_text(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_directory(path.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make a rename durable (POSIX); where directories cannot be opened, skip it."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _frame(rows: Iterable[Mapping[str, Any]], columns: tuple[str, ...]) -> pd.DataFrame:
@@ -121,6 +136,8 @@ class RunStore:
         ):
             if rows or table == "results":
                 atomic_write_text(self.part(cell, table), _frame(rows, columns).to_csv(index=False))
+            else:  # a rerun cell must not keep the rows of its previous attempt
+                self.part(cell, table).unlink(missing_ok=True)
         self.merge()
 
     def read_parts(self, table: str) -> pd.DataFrame:

@@ -27,9 +27,10 @@ from bench import environment
 from bench.data import Clip, Dataset, DatasetError, SkippedClip, load_datasets
 from bench.metrics import MetricUnavailable, VideoMetric, build_metrics
 from bench.metrics.psnr import PSNRVsFull
-from bench.profile import PhaseResult, profile_codec
+from bench.profile import PhaseResult, _is_oom, profile_codec
+from bench.recovery import recover
 from bench.results import RunStore
-from bench.sweep import Cell, Sweep, SweepError
+from bench.sweep import Cell, Sweep, SweepError, check_run_name
 
 log = logging.getLogger("vae_bench")
 
@@ -126,7 +127,7 @@ def plan(sweep: Sweep, device: str | None = None) -> Plan:
     try:
         torch_device = environment.resolve_device(device or sweep.device)
     except (ValueError, RuntimeError) as error:
-        raise SweepError(f"{src}: device: {error}") from None
+        raise SweepError(f"{src}: device: {error}; allowed: auto, cpu, cuda, cuda:N") from None
     try:
         all_datasets = load_datasets(sweep.datasets_file)
     except DatasetError as error:
@@ -153,7 +154,7 @@ def plan(sweep: Sweep, device: str | None = None) -> Plan:
         try:
             preset = get_preset(entry.preset)
             vae = preset.create(entry.weights)
-        except AdapterError as error:
+        except (AdapterError, NotImplementedError) as error:
             raise SweepError(f"{where}: {error}") from None
         spec = vae.spec
         quality = entry.quality if entry.quality is not None else vae.weights != RANDOM_WEIGHTS
@@ -214,6 +215,11 @@ def plan(sweep: Sweep, device: str | None = None) -> Plan:
                                 spec.frame_rule,
                             )
         del vae
+    for name in sorted({cell.dataset for cell in cells.values() if cell.kind == "quality"}):
+        try:  # a folder root is checked where it is used: here, before any work
+            datasets[name].clip_ids()
+        except DatasetError as error:
+            raise SweepError(f"{src}: datasets: {error}") from None
     return Plan(
         sweep, tuple(cells.values()), datasets, torch_device, lpips_skip, fvd, requested_frames
     )
@@ -248,7 +254,7 @@ class ModelCache:
     def get(self, cell: Cell) -> VideoVAE:
         key = (cell.model, cell.weights, cell.dtype)
         if key != self._key:
-            self._vae = None
+            self._key, self._vae = None, None  # nothing cached if this load fails
             _free(self.device)
             vae = get_preset(cell.model).create(cell.weights)
             self._vae = vae.to(self.device, DTYPES[cell.dtype]).eval()
@@ -266,11 +272,15 @@ def _free(device: torch.device) -> None:
 
 
 def _cell_columns(
-    cell: Cell, vae: VideoVAE, requested: int, device: torch.device
+    cell: Cell, vae: VideoVAE | None, requested: int, device: torch.device
 ) -> dict[str, Any]:
+    """The cell's columns; without ``vae`` (it failed to load) the model's own are blank."""
+    family, weights, params = (
+        (vae.spec.family, vae.weights, vae.spec.params) if vae else ("", cell.weights, math.nan)
+    )
     return {
-        "cell": cell.key, "kind": cell.kind, "model": cell.model, "family": vae.spec.family,
-        "weights": vae.weights, "params": vae.spec.params, "dataset": cell.dataset,
+        "cell": cell.key, "kind": cell.kind, "model": cell.model, "family": family,
+        "weights": weights, "params": params, "dataset": cell.dataset,
         "height": cell.height, "width": cell.width, "frames_requested": requested,
         "frames": cell.frames, "batch_size": cell.batch_size, "dtype": cell.dtype,
         "mode": cell.mode, "device": environment.device_name(device),
@@ -528,26 +538,34 @@ def _phase_rows(phase: PhaseResult, base: dict[str, Any], protocol: str) -> list
 
 def execute(cell: Cell, plan: Plan, cache: ModelCache, run: str):
     """Run one cell; an error becomes rows with status ``error`` (retried on resume)."""
-    vae = cache.get(cell)
-    base = {
-        "run": run,
-        **_cell_columns(cell, vae, plan.requested[cell.key], plan.device),
-        **environment.run_metadata(),
-        "timestamp": environment.timestamp(),
-    }
+
+    def columns(vae: VideoVAE | None) -> dict[str, Any]:
+        return {
+            "run": run,
+            **_cell_columns(cell, vae, plan.requested[cell.key], plan.device),
+            **environment.run_metadata(),
+            "timestamp": environment.timestamp(),
+        }
+
+    base = columns(None)
     try:
+        vae = cache.get(cell)  # loading can fail too, e.g. no device memory left for it
+        base = columns(vae)
         if cell.kind == "quality":
             return run_quality(cell, vae, plan.datasets[cell.dataset], plan, base)
         return run_efficiency(cell, vae, plan, base)
-    except torch.cuda.OutOfMemoryError as error:
-        _free(plan.device)
-        status, message = "oom", f"out of memory at {cell.title}: {str(error).splitlines()[0]}"
-    except (RuntimeError, ValueError, MetricUnavailable, AdapterError) as error:
-        _free(plan.device)
-        oom = "out of memory" in str(error) or "can't allocate memory" in str(error)
-        status = "oom" if oom else "error"
-        message = f"{type(error).__name__}: {error}"
-        log.error("cell %s failed:\n%s", cell.title, traceback.format_exc())
+    except Exception as error:  # one failing cell must not end a run of many hours
+        if _is_oom(error):  # CUDA allocator or host
+            text = str(error).strip()
+            first = f"{type(error).__name__}: {text.splitlines()[0] if text else 'no details'}"
+            status = "oom"
+            message = f"out of memory at {cell.title}, batch {cell.batch_size}: {first}"
+        else:
+            status, message = "error", f"{type(error).__name__}: {error}"
+            log.error("cell %s failed:\n%s", cell.title, traceback.format_exc())
+    # freed only here: inside the except blocks the traceback still holds the failed
+    # call's frames and so its tensors, which the allocator could not give back
+    _free(plan.device)
     return (
         [
             {
@@ -581,9 +599,11 @@ def run_sweep(
     plots: bool = True,
 ) -> Path:
     """Validate, run the unfinished cells, merge CSVs and draw plots; returns the run dir."""
+    run = sweep.name if run_name is None else check_run_name(run_name, "command line", "--name")
     validated = plan(sweep, device)
-    run = run_name or sweep.name
     store = RunStore(Path(out_root) / run)
+    for note in recover(store):
+        print(f"run {run}: {note}")
     store.write_metadata(
         {
             "run": run,
@@ -608,14 +628,15 @@ def run_sweep(
             tqdm.write(f"  {cell.title}")
             results, clips, frames = execute(cell, validated, cache, run)
             store.write_cell(cell.key, results, clips, frames)
+        store.merge()
     except KeyboardInterrupt:
+        store.merge()  # the stop may fall between a cell's files and the merge
         done = len(store.done_cells() & {c.key for c in validated.cells})
         print(
             f"\ninterrupted: {done}/{len(validated.cells)} cells finished and saved; "
             "run the same command again to resume"
         )
         raise
-    store.merge()
     if plots:
         from bench.report.plots import plot_run
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -143,7 +144,7 @@ def _positive_int(source: str, key: str, value: Any) -> int:
 
 
 def _check_keys(source: str, where: str, data: dict[str, Any], allowed: set[str]) -> None:
-    unknown = sorted(set(data) - allowed)
+    unknown = sorted(set(data) - allowed, key=str)  # YAML keys need not be strings
     if unknown:
         raise _fail(
             source, where or unknown[0], f"unknown key(s) {unknown}; allowed: {sorted(allowed)}"
@@ -160,6 +161,14 @@ def _resolution(source: str, value: Any) -> tuple[int, int]:
     return (side, side)
 
 
+def _typed(source: str, key: str, value: Any, kind: type | tuple[type, ...], what: str) -> Any:
+    """``value`` when it is a ``kind`` (bools are not integers here), else a SweepError."""
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
+        raise _fail(source, key, f"must be {what}, got {value!r}")
+    return value
+
+
 def _model(source: str, index: int, value: Any) -> ModelEntry:
     key = f"models[{index}]"
     if isinstance(value, str):
@@ -168,11 +177,15 @@ def _model(source: str, index: int, value: Any) -> ModelEntry:
         raise _fail(source, key, "write a preset name or a mapping with a 'preset' key")
     _check_keys(source, key, value, _MODEL_KEYS)
     modes = value.get("modes")
+    text = "a non-empty string"
     return ModelEntry(
-        preset=str(value["preset"]),
-        weights=str(value.get("weights", RANDOM_WEIGHTS)),
-        quality=value.get("quality"),
-        efficiency=bool(value.get("efficiency", True)),
+        preset=_typed(source, f"{key}.preset", value["preset"], str, text),
+        weights=str(_typed(source, f"{key}.weights", value.get("weights", RANDOM_WEIGHTS),
+                           (str, Path), text)),  # fmt: skip
+        quality=_typed(source, f"{key}.quality", value.get("quality"), (bool, type(None)),
+                       "true, false or absent (quality only for real weights)"),  # fmt: skip
+        efficiency=_typed(source, f"{key}.efficiency", value.get("efficiency", True), bool,
+                          "true or false"),  # fmt: skip
         modes=tuple(str(m) for m in _list(modes)) if modes is not None else None,
     )
 
@@ -185,12 +198,41 @@ def _settings(source: str, key: str, data: Any, cls: type) -> Any:
     allowed = set(cls.__dataclass_fields__)
     _check_keys(source, key, data, allowed)
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-    for name in ("warmup", "repeats", "batch_size", "max_clips"):
-        if name in values and values[name] is not None:
-            if name == "warmup" and values[name] == 0:
-                continue
-            _positive_int(source, f"{key}.{name}", values[name])
+    for name in ("warmup", "repeats", "batch_size", "max_clips", "seed"):
+        value = values.get(name)
+        if value is None:
+            continue
+        if name not in ("warmup", "seed"):
+            _positive_int(source, f"{key}.{name}", value)
+        elif isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise _fail(source, f"{key}.{name}", f"must be an integer >= 0, got {value!r}")
+    if isinstance(values.get("metrics"), str):  # one metric written without a list
+        values["metrics"] = (values["metrics"],)
+    if "metrics" in values and (not isinstance(values["metrics"], tuple) or not values["metrics"]):
+        raise _fail(source, f"{key}.metrics", f"must be a non-empty list, got {data['metrics']!r}")
+    for name in ("lpips_net", "lpips_missing", "fvd_extractor", "fvd_missing", "fvd_protocol"):
+        if name in values:
+            _typed(source, f"{key}.{name}", values[name], str, "a string")
+    if values.get("fvd_weights") is not None:
+        _typed(source, f"{key}.fvd_weights", values["fvd_weights"], str,
+               "a path, 'random' or absent (the cache directory)")  # fmt: skip
     return cls(**values)
+
+
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
+
+
+def check_run_name(name: Any, source: str, key: str = "name") -> str:
+    """A run name becomes a directory under the output root: one plain path component."""
+    if not isinstance(name, (str, int)) or isinstance(name, bool):
+        raise _fail(source, key, f"must be a string, got {name!r}")
+    if not NAME_PATTERN.fullmatch(str(name)):
+        raise _fail(
+            source, key,
+            f"{str(name)!r} is not a valid run name; use letters, digits and . _ + - "
+            "(not starting with . or -), it names the run's directory",
+        )  # fmt: skip
+    return str(name)
 
 
 def parse_sweep(data: Any, source: str = "<sweep>") -> Sweep:
@@ -214,6 +256,14 @@ def parse_sweep(data: Any, source: str = "<sweep>") -> Sweep:
             InferenceMode.parse(mode)
         except AdapterError as error:
             raise _fail(source, "modes", str(error)) from None
+    name = check_run_name(data["name"], source)
+    for key in ("datasets", "resolutions", "frames", "dtypes", "modes"):
+        if key in data and not _list(data[key]):
+            raise _fail(source, key, "must not be empty (leave the key out for the default)")
+    if data.get("datasets_file") is not None:
+        _typed(source, "datasets_file", data["datasets_file"], str, "a path")
+    if "device" in data:
+        _typed(source, "device", data["device"], str, "auto, cpu, cuda or cuda:N")
     quality = _settings(source, "quality", data.get("quality"), QualitySettings)
     for metric in quality.metrics:
         if metric not in QUALITY_METRICS:
@@ -240,7 +290,7 @@ def parse_sweep(data: Any, source: str = "<sweep>") -> Sweep:
                 source, f"quality.{key}", f"{value!r} not allowed; allowed: {list(allowed)}"
             )
     return Sweep(
-        name=str(data["name"]),
+        name=name,
         models=models,
         datasets=tuple(str(d) for d in _list(data.get("datasets", ["synthetic"]))),
         resolutions=tuple(_resolution(source, r) for r in _list(data.get("resolutions", [256]))),
@@ -260,7 +310,11 @@ def load_sweep(path: str | Path) -> Sweep:
     if not path.exists():
         raise SweepError(f"sweep file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise SweepError(f"{path}: cannot read the sweep file: {error}") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise SweepError(f"{path}: not valid YAML: {error}") from None
     return parse_sweep(data, str(path))
