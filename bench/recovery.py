@@ -10,34 +10,9 @@ the merged CSVs from the intact parts.
 
 from __future__ import annotations
 
-import csv
-import io
-from pathlib import Path
-
-from bench.results import TABLES, RunStore
+from bench.results import TABLES, RunStore, csv_damage
 
 TEMP_GLOB = ".*.tmp"  # the names atomic_write_text gives its temporary files
-
-
-def csv_damage(path: Path) -> str:
-    """Why a CSV file written by the store is not whole ("" when it is)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        return f"unreadable ({error})"
-    if not text:
-        return "empty"
-    if not text.endswith("\n"):
-        return "last line cut off"
-    try:
-        rows = list(csv.reader(io.StringIO(text, newline="")))
-    except csv.Error as error:
-        return f"not valid CSV ({error})"
-    width = len(rows[0])
-    short = [number for number, row in enumerate(rows[1:], start=2) if len(row) != width]
-    if short:
-        return f"line {short[0]} has a different number of fields than the header"
-    return ""
 
 
 def recover(store: RunStore) -> list[str]:

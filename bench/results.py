@@ -16,6 +16,8 @@ or duplicated rows, whatever moment the process dies.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import tempfile
@@ -172,11 +174,39 @@ class RunStore:
         return json.loads(path.read_text()) if path.exists() else {}
 
 
+def csv_damage(path: Path) -> str:
+    """Why a CSV file written by the store is not whole ("" when it is)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        return f"unreadable ({error})"
+    if not text:
+        return "empty"
+    if not text.endswith("\n"):
+        return "last line cut off"
+    try:
+        rows = list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as error:
+        return f"not valid CSV ({error})"
+    width = len(rows[0])
+    short = [number for number, row in enumerate(rows[1:], start=2) if len(row) != width]
+    if short:
+        return f"line {short[0]} has a different number of fields than the header"
+    return ""
+
+
 def read_results(path: str | Path) -> pd.DataFrame:
-    """``results.csv`` of a run directory (or the CSV itself)."""
+    """``results.csv`` of a run directory (or the CSV itself); a damaged file is an error,
+    not fewer rows."""
     path = Path(path)
     if path.is_dir():
         path = path / "results.csv"
     if not path.exists():
         raise FileNotFoundError(f"no results at {path}; run `vae-bench run SWEEP` first")
+    problem = csv_damage(path)
+    if problem:
+        raise ValueError(
+            f"{path}: {problem}; rerun the sweep (`vae-bench run SWEEP`) to rebuild it "
+            "from the run's cell files"
+        )
     return pd.read_csv(path, keep_default_na=False, na_values=[""])
