@@ -48,7 +48,14 @@ def start(sweep_file: Path, out: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-c", code, "run", str(sweep_file), "--out", str(out), "--no-plots"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=foreground_signals,
     )  # fmt: skip
+
+
+def foreground_signals() -> None:
+    """Ctrl-C as in a terminal: a shell without job control starts background jobs (a CI
+    runner's, say) with SIGINT ignored, and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def finish(process: subprocess.Popen) -> tuple[int, str, str]:
