@@ -257,7 +257,9 @@ def load_directory(
         raise AdapterError(f"{name}: cannot read {config_path}: {error}") from error
     found_class = config.get("_class_name") if isinstance(config, dict) else None
     if found_class != kind.class_name:
-        raise AdapterError(f"{name}: {config_path} describes {found_class!r}, not {kind.class_name}")
+        raise AdapterError(
+            f"{name}: {config_path} describes {found_class!r}, not {kind.class_name}"
+        )
     weights = directory / WEIGHTS_FILE
     if not weights.is_file():
         present = ", ".join(sorted(p.name for p in directory.iterdir()))
