@@ -15,9 +15,20 @@ from adapters.registry import create_model, get_preset, presets, register
 
 def register_builtin() -> None:
     """Register the suite's own presets (entry point ``vae_bench.adapters:builtin``)."""
-    from adapters import identity, iv_vae, lite_vae, od_vae, resample, sd_vae, wf_vae
+    from adapters import (
+        codec,
+        diffusers_video,
+        identity,
+        iv_vae,
+        lite_vae,
+        od_vae,
+        resample,
+        sd_vae,
+        wf_vae,
+    )
 
-    for module in (identity, resample, wf_vae, od_vae, iv_vae, sd_vae, lite_vae):
+    modules = (identity, resample, codec, wf_vae, od_vae, iv_vae, sd_vae, lite_vae)
+    for module in (*modules, diffusers_video):
         for preset in module.PRESETS:
             register(preset, replace=True)
 

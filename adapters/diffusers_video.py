@@ -1,0 +1,318 @@
+"""diffusers' video autoencoders behind one adapter: the peers the seed papers compare with.
+
+Each supported class (CogVideoX, HunyuanVideo, LTX-Video, Wan, Mochi, Allegro, where the
+installed diffusers has it) is described by a :class:`VideoFamily`: how its config gives
+the spatial and temporal factors and its frame rule (``1 + ft * k`` for these causal
+models), whether it has spatial tiling, and how ``spatial_tiles(size, overlap)`` maps onto
+its ``enable_tiling`` arguments. Temporal tiling, where a class has it, keeps the class's
+own frame tile sizes. Allegro's diffusers port only runs tiled, so its only mode is its
+own tiling (``spatial_tiles`` with the class's tile size).
+
+Weights load strictly from a local diffusers directory (``config.json`` plus
+``diffusion_pytorch_model.safetensors``, or a pipeline directory with ``vae/``): the config
+must name the preset's class, and every tensor of the file and model must match by name and
+shape before diffusers reads it. Nothing is downloaded. ``random`` builds the preset's config
+from a fixed seed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import diffusers
+import torch
+from safetensors import SafetensorError, safe_open
+
+from adapters.base import (
+    RANDOM_WEIGHTS,
+    AdapterError,
+    FrameRule,
+    InferenceMode,
+    Preset,
+    VAESpec,
+    VideoVAE,
+    count_params,
+    file_sha256,
+)
+from adapters.checkpoints import TOTALS, check_state_dict, model_shapes
+from adapters.sampling import cpu_seeded_sample, seeded_build
+
+RANDOM_SEED = 0
+WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
+Config = Mapping[str, Any]
+
+
+def _log2_levels(config: Config) -> int:
+    return 2 ** (len(config["block_out_channels"]) - 1)
+
+
+@dataclass(frozen=True)
+class VideoFamily:
+    """What the adapter needs to know about one diffusers video autoencoder class."""
+
+    class_name: str
+    family: str
+    spatial: Callable[[torch.nn.Module], int]
+    temporal: Callable[[torch.nn.Module], int]
+    tiling: str  # "stride": tile size and stride; "overlap": overlap factor; "only": fixed
+
+    @property
+    def cls(self) -> type[torch.nn.Module]:
+        return getattr(diffusers, self.class_name)
+
+
+def _product(values: Any) -> int:
+    result = 1
+    for value in values:
+        result *= int(value)
+    return result
+
+
+FAMILIES: dict[str, VideoFamily] = {
+    family.class_name: family
+    for family in (
+        VideoFamily(
+            "AutoencoderKLCogVideoX", "cogvideox",
+            lambda m: _log2_levels(m.config), lambda m: int(m.config.temporal_compression_ratio),
+            "overlap",
+        ),
+        VideoFamily(
+            "AutoencoderKLHunyuanVideo", "hunyuanvideo",
+            lambda m: int(m.config.spatial_compression_ratio),
+            lambda m: int(m.config.temporal_compression_ratio), "stride",
+        ),
+        VideoFamily(
+            "AutoencoderKLLTXVideo", "ltx-video",
+            lambda m: int(m.spatial_compression_ratio), lambda m: int(m.temporal_compression_ratio),
+            "stride",
+        ),
+        VideoFamily(
+            "AutoencoderKLWan", "wan",
+            lambda m: 2 ** (len(m.config.dim_mult) - 1) * int(m.config.patch_size or 1),
+            lambda m: 2 ** sum(bool(d) for d in m.config.temperal_downsample), "stride",
+        ),
+        VideoFamily(
+            "AutoencoderKLMochi", "mochi",
+            lambda m: _product(m.config.spatial_expansions),
+            lambda m: _product(m.config.temporal_expansions), "stride",
+        ),
+        VideoFamily(
+            "AutoencoderKLAllegro", "allegro",
+            lambda m: _log2_levels(m.config), lambda m: int(m.config.temporal_compression_ratio),
+            "only",
+        ),
+    )  # fmt: skip
+    if hasattr(diffusers, family.class_name)
+}
+
+
+def family_of(class_name: str, where: str) -> VideoFamily:
+    if class_name not in FAMILIES:
+        raise AdapterError(
+            f"{where}: {class_name!r} is not a video autoencoder of the installed diffusers "
+            f"{diffusers.__version__}; supported: {', '.join(FAMILIES)}"
+        )
+    return FAMILIES[class_name]
+
+
+class DiffusersVideoVAE(VideoVAE):
+    """Any diffusers video ``AutoencoderKL*`` class; the latent is the posterior mode."""
+
+    def __init__(self, vae: torch.nn.Module, name: str, weights: str = RANDOM_WEIGHTS) -> None:
+        self.kind = family_of(type(vae).__name__, name)
+        self._vae = vae.eval()
+        self.weights = weights
+        temporal = self.kind.temporal(vae)
+        config = vae.config
+        modes = ("spatial_tiles",) if self.kind.tiling == "only" else ("full", "spatial_tiles")
+        self.spec = VAESpec(
+            name=name,
+            family=self.kind.family,
+            latent_channels=int(getattr(config, "latent_channels", None) or config.z_dim),
+            spatial_factor=self.kind.spatial(vae),
+            temporal_factor=temporal,
+            causal=True,
+            frame_rule=FrameRule(temporal, 1),
+            scaling_factor=float(getattr(config, "scaling_factor", None) or 1.0),
+            shift_factor=float(getattr(config, "shift_factor", None) or 0.0),
+            encoder_params=_part_params(vae, "encoder", "quant_conv"),
+            decoder_params=_part_params(vae, "decoder", "post_quant_conv"),
+            modes=modes,
+        )
+
+    @property
+    def module(self) -> torch.nn.Module:
+        return self._vae
+
+    def _moments(self, video: torch.Tensor, mode: InferenceMode) -> Any:
+        with self._tiling(mode):
+            return self._vae.encode(video.to(self.dtype)).latent_dist
+
+    def _encode(self, video: torch.Tensor, mode: InferenceMode) -> torch.Tensor:
+        return self._moments(video, mode).mode()
+
+    def _sample(self, video: torch.Tensor, mode: InferenceMode, seed: int) -> torch.Tensor:
+        posterior = self._moments(video, mode)
+        return cpu_seeded_sample(posterior.mean, posterior.logvar, seed)
+
+    def _decode(self, latent: torch.Tensor, mode: InferenceMode) -> torch.Tensor:
+        if latent.ndim != 5 or latent.shape[1] != self.spec.latent_channels:
+            raise AdapterError(
+                f"{self.spec.name}: latent must be [B, {self.spec.latent_channels}, T, H, W], "
+                f"got shape {tuple(latent.shape)}"
+            )
+        with self._tiling(mode):
+            return self._vae.decode(latent.to(self.dtype)).sample
+
+    @contextmanager
+    def _tiling(self, mode: InferenceMode) -> Iterator[None]:
+        """The class's tiling set for one call, its previous settings restored after."""
+        vae = self._vae
+        names = [n for n in vars(vae) if n.startswith("tile_") or n == "use_tiling"]
+        saved = {name: getattr(vae, name) for name in names}
+        try:
+            if mode.kind == "spatial_tiles":
+                self._enable(mode)
+            else:
+                vae.use_tiling = False
+            yield
+        finally:
+            for name, value in saved.items():
+                setattr(vae, name, value)
+
+    def _enable(self, mode: InferenceMode) -> None:
+        vae, size, overlap = self._vae, mode.size, mode.overlap
+        assert size is not None
+        if size % self.spec.spatial_factor or overlap % self.spec.spatial_factor:
+            raise AdapterError(
+                f"{self.spec.name}: spatial_tiles({size},{overlap}): size and overlap must be "
+                f"multiples of the spatial factor {self.spec.spatial_factor}"
+            )
+        if self.kind.tiling == "stride":
+            vae.enable_tiling(
+                tile_sample_min_height=size, tile_sample_min_width=size,
+                tile_sample_stride_height=size - overlap, tile_sample_stride_width=size - overlap,
+            )  # fmt: skip
+        elif self.kind.tiling == "overlap":
+            vae.enable_tiling(
+                tile_sample_min_height=size, tile_sample_min_width=size,
+                tile_overlap_factor_height=overlap / size, tile_overlap_factor_width=overlap / size,
+            )  # fmt: skip
+        else:
+            fixed = (vae.tile_sample_min_height, vae.tile_sample_min_width)
+            if size != fixed[0] or size != fixed[1]:
+                raise AdapterError(
+                    f"{self.spec.name}: this diffusers port tiles with fixed {fixed[0]}x"
+                    f"{fixed[1]} tiles only; use spatial_tiles({fixed[0]})"
+                )
+            vae.enable_tiling()
+
+    # --- construction -------------------------------------------------------------
+    @classmethod
+    def from_config(cls, preset: Preset) -> DiffusersVideoVAE:
+        kind = family_of(str(preset.config.get("class_name")), preset.name)
+        arguments = dict(preset.config.get("config", {}))
+        try:
+            vae = seeded_build(RANDOM_SEED, lambda: kind.cls(**arguments))
+        except (TypeError, ValueError) as error:
+            raise AdapterError(f"{preset.name}: {kind.class_name}(**config): {error}") from error
+        return cls(vae, preset.name, RANDOM_WEIGHTS)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, preset: Preset) -> DiffusersVideoVAE:
+        directory = _directory(Path(path).expanduser(), preset)
+        kind = family_of(str(preset.config.get("class_name")), preset.name)
+        vae, weights = load_directory(directory, kind, preset.name)
+        return cls(vae, preset.name, file_sha256(weights))
+
+
+def _part_params(vae: torch.nn.Module, *names: str) -> int:
+    return sum(count_params(getattr(vae, n)) for n in names if getattr(vae, n, None) is not None)
+
+
+def _directory(path: Path, preset: Preset) -> Path:
+    hint = f" (official release: {preset.release})" if preset.release else ""
+    for directory in (path, path / "vae"):
+        if (directory / "config.json").is_file():
+            return directory
+    raise AdapterError(
+        f"{preset.name}: {path} is not a diffusers directory (no config.json there or in "
+        f"vae/){hint}"
+    )
+
+
+def load_directory(
+    directory: Path, kind: VideoFamily, name: str
+) -> tuple[torch.nn.Module, Path]:
+    """The model in ``directory``, after a strict name-and-shape match of its safetensors."""
+    config_path = directory / "config.json"
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, ValueError) as error:
+        raise AdapterError(f"{name}: cannot read {config_path}: {error}") from error
+    found_class = config.get("_class_name") if isinstance(config, dict) else None
+    if found_class != kind.class_name:
+        raise AdapterError(
+            f"{name}: {config_path} describes {found_class!r}, not {kind.class_name}"
+        )
+    weights = directory / WEIGHTS_FILE
+    if not weights.is_file():
+        present = ", ".join(sorted(p.name for p in directory.iterdir()))
+        raise AdapterError(f"{name}: {directory} has no {WEIGHTS_FILE} (found: {present})")
+    try:
+        with safe_open(str(weights), framework="pt", device="cpu") as handle:
+            found = {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}
+    except (SafetensorError, OSError) as error:
+        raise AdapterError(f"{name}: cannot read {weights} (not safetensors?): {error}") from error
+    with torch.device("meta"):
+        meta = kind.cls.from_config(config)
+    check_state_dict(
+        model_shapes(meta), found, f"{name}: {weights} does not match the model strictly", TOTALS
+    )
+    try:
+        vae, info = kind.cls.from_pretrained(
+            directory, local_files_only=True, use_safetensors=True, output_loading_info=True,
+            low_cpu_mem_usage=True, torch_dtype=torch.float32,
+        )  # fmt: skip
+    except (OSError, ValueError, RuntimeError) as error:
+        raise AdapterError(f"{name}: diffusers could not load {directory}: {error}") from error
+    leftovers = {kind_: keys for kind_, keys in info.items() if keys}
+    if leftovers:
+        raise AdapterError(f"{name}: loading {weights} left {leftovers}")
+    return vae, weights
+
+
+def _preset(name: str, class_name: str, release: str, description: str) -> Preset:
+    """A public checkpoint's preset; ``config`` empty means the class defaults, which are
+    the released architectures (the loader reads the released config.json itself)."""
+    return Preset(
+        name, DiffusersVideoVAE, config={"class_name": class_name, "config": {}},
+        release=release, description=description,
+    )  # fmt: skip
+
+
+_RELEASES = (
+    ("cogvideox-2b-vae", "AutoencoderKLCogVideoX", "THUDM/CogVideoX-2b",
+     "CogVideoX VAE, 16ch, 8x8 spatial, 4x causal temporal"),
+    ("hunyuanvideo-vae", "AutoencoderKLHunyuanVideo", "hunyuanvideo-community/HunyuanVideo",
+     "HunyuanVideo causal 3D VAE, 16ch, 8x8x4"),
+    ("ltx-video-vae", "AutoencoderKLLTXVideo", "Lightricks/LTX-Video",
+     "LTX-Video VAE, 128ch, 32x32 spatial, 8x temporal"),
+    ("wan2.1-vae", "AutoencoderKLWan", "Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
+     "Wan 2.1 causal 3D VAE, 16ch, 8x8x4"),
+    ("mochi-1-vae", "AutoencoderKLMochi", "genmo/mochi-1-preview",
+     "Mochi 1 VAE, 12ch, 8x8 spatial, 6x temporal"),
+    ("allegro-vae", "AutoencoderKLAllegro", "rhymes-ai/Allegro",
+     "Allegro VAE, 4ch, 8x8x4, tiled only in diffusers"),
+)  # fmt: skip
+
+PRESETS = tuple(
+    _preset(name, class_name, f"https://huggingface.co/{repo} (subfolder vae)", description)
+    for name, class_name, repo, description in _RELEASES
+    if class_name in FAMILIES
+)

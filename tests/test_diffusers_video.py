@@ -1,0 +1,132 @@
+"""The generic diffusers video adapter: tiny random configs of each class, round trips and
+strict directory loading."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from adapters import get_preset
+from adapters.base import AdapterError, Preset
+from adapters.diffusers_video import FAMILIES, PRESETS, DiffusersVideoVAE
+
+TINY: dict[str, dict] = {
+    "AutoencoderKLCogVideoX": dict(
+        down_block_types=("CogVideoXDownBlock3D",) * 2, up_block_types=("CogVideoXUpBlock3D",) * 2,
+        block_out_channels=(8, 16), latent_channels=4, layers_per_block=1, norm_num_groups=4,
+        temporal_compression_ratio=2,
+    ),
+    "AutoencoderKLHunyuanVideo": dict(
+        down_block_types=("HunyuanVideoDownBlock3D",) * 3,
+        up_block_types=("HunyuanVideoUpBlock3D",) * 3, block_out_channels=(8, 8, 8),
+        latent_channels=4, layers_per_block=1, norm_num_groups=4, spatial_compression_ratio=4,
+        temporal_compression_ratio=4, mid_block_add_attention=False,
+    ),
+    "AutoencoderKLLTXVideo": dict(
+        block_out_channels=(8, 8), decoder_block_out_channels=(8, 8), latent_channels=4,
+        layers_per_block=(1, 1, 1), decoder_layers_per_block=(1, 1, 1),
+        spatio_temporal_scaling=(True, True), decoder_spatio_temporal_scaling=(True, True),
+        decoder_inject_noise=(False, False, False), upsample_residual=(False, False),
+        upsample_factor=(1, 1), patch_size=1, patch_size_t=1,
+    ),
+    "AutoencoderKLWan": dict(
+        base_dim=8, z_dim=4, dim_mult=[1, 2], num_res_blocks=1, temperal_downsample=[True],
+        scale_factor_spatial=2, scale_factor_temporal=2,  # diffusers' tiling reads these
+    ),
+    "AutoencoderKLMochi": dict(
+        encoder_block_out_channels=(32, 32), decoder_block_out_channels=(32, 32),
+        latent_channels=4,
+        layers_per_block=(1, 1, 1), temporal_expansions=(2,), spatial_expansions=(2,),
+        add_attention_block=(False, False, False),
+    ),
+}  # fmt: skip
+CLASSES = [name for name in TINY if name in FAMILIES]
+
+
+def tiny(class_name: str) -> DiffusersVideoVAE:
+    return tiny_preset(class_name).create()
+
+
+def tiny_preset(class_name: str) -> Preset:
+    config = {"class_name": class_name, "config": TINY[class_name]}
+    return Preset("tiny", DiffusersVideoVAE, config, release="https://example.org/tiny")
+
+
+def tiny_clip(model: DiffusersVideoVAE, tiles: int = 4) -> torch.Tensor:
+    spec = model.spec
+    frames = spec.frame_rule.fit(1 + 2 * spec.temporal_factor)
+    size = tiles * spec.spatial_factor
+    generator = torch.Generator().manual_seed(0)
+    return torch.rand(1, 3, frames, size, size, generator=generator) * 2 - 1
+
+
+@pytest.mark.parametrize("class_name", CLASSES)
+def test_tiny_random_config_round_trips(class_name: str, one_thread) -> None:
+    model = tiny(class_name)
+    spec = model.spec
+    video = tiny_clip(model)
+    frames, size = video.shape[2], video.shape[3]
+    assert spec.frame_rule.is_valid(frames) and frames == 1 + 2 * spec.temporal_factor
+    latent = model.encode(video)
+    assert tuple(latent.shape[1:]) == spec.latent_shape(frames, size, size)
+    recon = model.decode(latent)
+    assert recon.shape == video.shape and torch.isfinite(recon).all()
+    assert model.weights == "random"
+
+
+@pytest.mark.parametrize("class_name", CLASSES)
+def test_save_pretrained_loads_back_strictly_with_identical_outputs(
+    class_name: str, tmp_path, one_thread
+) -> None:
+    model = tiny(class_name)
+    model.module.save_pretrained(tmp_path / "vae", safe_serialization=True)
+    loaded = tiny_preset(class_name).create(tmp_path)  # a pipeline directory with vae/
+    assert len(loaded.weights) == 64 and loaded.spec == model.spec
+    video = tiny_clip(model)
+    torch.testing.assert_close(loaded.reconstruct(video), model.reconstruct(video), rtol=0, atol=0)
+
+
+def test_strict_loading_names_the_extra_key_and_a_wrong_class(tmp_path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    model = tiny("AutoencoderKLWan")
+    model.module.save_pretrained(tmp_path, safe_serialization=True)
+    weights = tmp_path / "diffusion_pytorch_model.safetensors"
+    state = load_file(str(weights))
+    save_file({**state, "stray.weight": torch.zeros(1)}, str(weights))
+    with pytest.raises(AdapterError, match="unexpected 1 keys: stray.weight"):
+        tiny_preset("AutoencoderKLWan").create(tmp_path)
+    with pytest.raises(AdapterError, match="'AutoencoderKLWan', not AutoencoderKLMochi"):
+        tiny_preset("AutoencoderKLMochi").create(tmp_path)
+    weights.unlink()
+    with pytest.raises(AdapterError, match="has no diffusion_pytorch_model.safetensors"):
+        tiny_preset("AutoencoderKLWan").create(tmp_path)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(AdapterError, match="no config.json"):
+        tiny_preset("AutoencoderKLWan").create(tmp_path / "empty")
+
+def test_missing_weights_fail_at_once_with_the_release() -> None:
+    expected = r"weights not found .*huggingface.co/THUDM/CogVideoX-2b"
+    with pytest.raises(AdapterError, match=expected):
+        get_preset("cogvideox-2b-vae").create("/nonexistent/cogvideox")
+
+
+@pytest.mark.parametrize("class_name", ["AutoencoderKLWan", "AutoencoderKLCogVideoX"])
+def test_spatial_tiles_cover_the_frame_and_restore_the_settings(class_name: str) -> None:
+    model = tiny(class_name)
+    video = tiny_clip(model, tiles=8)
+    size = video.shape[-1]
+    whole = model.reconstruct(video)
+    # one tile as large as the frame is the whole frame
+    torch.testing.assert_close(model.reconstruct(video, f"spatial_tiles({size})"), whole)
+    tiled = model.reconstruct(video, f"spatial_tiles({size // 2},{model.spec.spatial_factor * 2})")
+    assert tiled.shape == whole.shape and not torch.equal(tiled, whole)
+    assert model.module.use_tiling is False
+    with pytest.raises(AdapterError, match="multiples of the spatial factor"):
+        model.encode(video, f"spatial_tiles({size // 2 + 1})")
+
+
+def test_presets_are_the_available_classes() -> None:
+    names = {p.config["class_name"] for p in PRESETS}
+    assert names == set(FAMILIES)
+    assert all(get_preset(p.name) is p for p in PRESETS)
