@@ -24,6 +24,11 @@ class AdapterError(ValueError):
     """A model cannot be built or loaded as asked; the message says why and what to do."""
 
 
+class ResultWarning(UserWarning):
+    """A caveat about the numbers an adapter produced (e.g. a codec that could not hit its
+    bit budget): the runner writes it into the message of the cell's rows."""
+
+
 @dataclass(frozen=True)
 class FrameRule:
     """Valid clip lengths ``T = offset + step * k`` (``k >= 0``, ``T >= 1``).

@@ -36,7 +36,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from adapters.base import AdapterError, FrameRule, InferenceMode, Preset, VAESpec, VideoVAE
+from adapters.base import (
+    AdapterError,
+    FrameRule,
+    InferenceMode,
+    Preset,
+    ResultWarning,
+    VAESpec,
+    VideoVAE,
+)
 
 os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints its whole configuration otherwise
 
@@ -332,6 +340,7 @@ class CodecBaseline(VideoVAE):
                     f"{self.spec.name}: the {self.codec.encoder} stream closest to the "
                     f"{target}-bit budget ({self.budget}) has {rate.bits} bits "
                     f"({rate.error:+.1%}) at quality {rate.quality:.2f}",
+                    ResultWarning,
                     stacklevel=3,
                 )
         self.last_rates = tuple(rates)

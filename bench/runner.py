@@ -8,10 +8,12 @@ of the same run resumes where it stopped.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import traceback
+import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,6 +25,7 @@ from scipy import stats
 from tqdm.auto import tqdm
 
 from adapters import FULL, RANDOM_WEIGHTS, AdapterError, InferenceMode, VideoVAE, get_preset
+from adapters.base import ResultWarning
 from bench import environment
 from bench.data import Clip, Dataset, DatasetError, SkippedClip, load_datasets
 from bench.metrics import MetricUnavailable, VideoMetric, build_metrics
@@ -357,6 +360,24 @@ def _skipped_row(base: dict[str, Any], protocol: str, metric: str, reason: str) 
             "status": "skipped", "message": reason}  # fmt: skip
 
 
+@contextlib.contextmanager
+def collect_result_warnings() -> Iterator[list[str]]:
+    """Collect the adapters' :class:`ResultWarning` texts (each once, in order) for the
+    rows' message; other warnings are shown as usual."""
+    caveats: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResultWarning)
+        yield caveats
+    for warning in caught:
+        if issubclass(warning.category, ResultWarning):
+            if str(warning.message) not in caveats:
+                caveats.append(str(warning.message))
+        else:
+            warnings.warn_explicit(
+                warning.message, warning.category, warning.filename, warning.lineno
+            )
+
+
 def run_quality(cell: Cell, vae: VideoVAE, dataset: Dataset, plan: Plan, base: dict[str, Any]):
     """One pass over the clips computing every metric; returns (results, clips, frames)."""
     settings = json.loads(cell.settings)
@@ -383,31 +404,32 @@ def run_quality(cell: Cell, vae: VideoVAE, dataset: Dataset, plan: Plan, base: d
     nonfinite = 0
     items = dataset.iter_clips(cell.frames, cell.height, cell.width, clip_ids=clip_ids)
     progress = tqdm(total=len(clip_ids), desc=f"  clips {cell.model}", unit="clip", leave=False)
-    for batch, skipped in _batches(items, cell.batch_size):
-        for item in skipped:
-            clip_rows.append({**clip_base, "clip": item.clip_id, "source": item.source,
-                              "status": item.status, "reason": item.reason})  # fmt: skip
-        if batch:
-            target = torch.stack([c.video for c in batch]).to(plan.device)
-            recon = vae.reconstruct(target.to(DTYPES[cell.dtype]), mode).float()
-            if vs_full is not None:  # what the tiling alone changes, frame by frame
-                full = vae.reconstruct(target.to(DTYPES[cell.dtype]), FULL).float()
-            finite = torch.isfinite(recon).flatten(1).all(dim=1)
-            for clip, ok in zip(batch, finite.tolist(), strict=True):
-                row = {**clip_base, "clip": clip.clip_id, "source": clip.source,
-                       "start": clip.start, "status": "ok" if ok else "nonfinite",
-                       "reason": "" if ok else "reconstruction has NaN/Inf values"}  # fmt: skip
-                clip_rows.append(row)
-                if ok:
-                    evaluated.append(row)
-            nonfinite += int((~finite).sum())
-            if finite.any():
-                for metric in [*metrics, *([rfvd] if rfvd is not None else [])]:
-                    if metric is not vs_full:
-                        metric.update(target[finite], recon[finite])
-                if vs_full is not None:
-                    vs_full.update(full[finite], recon[finite])
-        progress.update(len(batch) + len(skipped))
+    with collect_result_warnings() as caveats:
+        for batch, skipped in _batches(items, cell.batch_size):
+            for item in skipped:
+                clip_rows.append({**clip_base, "clip": item.clip_id, "source": item.source,
+                                  "status": item.status, "reason": item.reason})  # fmt: skip
+            if batch:
+                target = torch.stack([c.video for c in batch]).to(plan.device)
+                recon = vae.reconstruct(target.to(DTYPES[cell.dtype]), mode).float()
+                if vs_full is not None:  # what the tiling alone changes, frame by frame
+                    full = vae.reconstruct(target.to(DTYPES[cell.dtype]), FULL).float()
+                finite = torch.isfinite(recon).flatten(1).all(dim=1)
+                for clip, ok in zip(batch, finite.tolist(), strict=True):
+                    row = {**clip_base, "clip": clip.clip_id, "source": clip.source,
+                           "start": clip.start, "status": "ok" if ok else "nonfinite",
+                           "reason": "" if ok else "reconstruction has NaN/Inf values"}  # fmt: skip
+                    clip_rows.append(row)
+                    if ok:
+                        evaluated.append(row)
+                nonfinite += int((~finite).sum())
+                if finite.any():
+                    for metric in [*metrics, *([rfvd] if rfvd is not None else [])]:
+                        if metric is not vs_full:
+                            metric.update(target[finite], recon[finite])
+                    if vs_full is not None:
+                        vs_full.update(full[finite], recon[finite])
+            progress.update(len(batch) + len(skipped))
     progress.close()
 
     n = len(evaluated)
@@ -415,6 +437,7 @@ def run_quality(cell: Cell, vae: VideoVAE, dataset: Dataset, plan: Plan, base: d
     notes = [f"{unusable} clips skipped"] if unusable else []
     if nonfinite:
         notes.append(f"{nonfinite} clips with non-finite reconstructions excluded")
+    notes += caveats
     message = "; ".join(notes)
     results, frames = [], []
     for metric in [*metrics, *([rfvd] if rfvd is not None else [])]:

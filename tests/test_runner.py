@@ -218,6 +218,29 @@ def test_official_convention_reports_perfect_frames_as_100_db(tmp_path):
     assert rows.loc["ssim", "value"] == 1.0
 
 
+def test_adapter_caveats_reach_the_quality_rows(tmp_path, toy_preset, monkeypatch):
+    """A ResultWarning (e.g. a codec missing its bit budget) is written once into the
+    cell's rows; an ordinary warning is not."""
+    import warnings
+
+    from adapters.base import ResultWarning
+    from tests.toy_vae import PoolVAE
+
+    encode = PoolVAE._encode
+
+    def caveated(self, video, mode):
+        warnings.warn("toy-pool: 3% over budget", ResultWarning, stacklevel=2)
+        warnings.warn("an unrelated deprecation", DeprecationWarning, stacklevel=2)
+        return encode(self, video, mode)
+
+    monkeypatch.setattr(PoolVAE, "_encode", caveated)
+    sweep = tiny_sweep(models=[{"preset": "toy-pool", "quality": True, "efficiency": False}],
+                       resolutions=[16], frames=[5])  # fmt: skip
+    results = read_results(run_sweep(parse_sweep(sweep), tmp_path, plots=False))
+    messages = set(results[results.kind == "quality"].message)
+    assert messages == {"toy-pool: 3% over budget"}
+
+
 def test_rfvd_rows_with_random_i3d_and_cached_real_statistics(tmp_path, toy_preset):
     sweep = tiny_sweep(
         models=[{"preset": "identity", "efficiency": False},
