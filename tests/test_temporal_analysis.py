@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from adapters import FrameRule, InferenceMode, Preset, VAESpec, register
-from bench.report.temporal import position_profile, read_frames
+from bench.report.temporal import plot_temporal, position_profile, read_frames
 from bench.results import read_results
 from bench.runner import run_sweep
 from bench.sweep import parse_sweep
@@ -59,7 +59,7 @@ def run_dir(tmp_path_factory) -> Path:
         "quality": {"metrics": ["psnr", "ssim", "flicker"], "max_clips": 2, "batch_size": 2},
     }  # fmt: skip
     out = tmp_path_factory.mktemp("runs")
-    return run_sweep(parse_sweep(sweep), out)
+    return run_sweep(parse_sweep(sweep), out, plots=False)
 
 
 def test_per_position_analysis_finds_the_defective_group_position(run_dir):
@@ -101,8 +101,9 @@ def test_flicker_is_per_clip_and_higher_with_the_flash(run_dir):
     assert clips["flicker"].notna().all() and len(clips) == 4
 
 
-def test_default_report_has_the_temporal_figures(run_dir):
-    names = {p.name for p in (run_dir / "plots").glob("*.png")}
+def test_temporal_figures_are_drawn(run_dir, tmp_path):
+    frames = read_frames(run_dir)
+    names = {p.name for p in plot_temporal(read_results(run_dir), frames, tmp_path)}
     wanted = {"quality_by_frame", "quality_by_group_position", "flicker", "seams"}
     assert {f"{n}.png" for n in wanted} <= names
 
