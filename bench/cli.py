@@ -60,11 +60,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from bench.report.plots import plot_run
+    from bench.report.temporal import read_frames
     from bench.results import read_results
 
     run_dir = Path(args.run)
     results = read_results(run_dir)
-    for path in plot_run(results, run_dir / "plots"):
+    for path in plot_run(results, run_dir / "plots", frames=read_frames(run_dir)):
         print(path)
     print_memory_growth(results, run_dir)
     return 0

@@ -33,6 +33,7 @@ from bench.metrics.psnr import PSNRVsFull
 from bench.profile import PhaseResult, _is_oom, profile_codec
 from bench.recovery import recover
 from bench.results import RunStore
+from bench.seams import SEAM_METRICS, build_seam_metrics
 from bench.sweep import Cell, Sweep, SweepError, check_run_name
 
 log = logging.getLogger("vae_bench")
@@ -389,8 +390,10 @@ def run_quality(cell: Cell, vae: VideoVAE, dataset: Dataset, plan: Plan, base: d
         convention=settings.get("convention", "suite"),
     )
     vs_full = PSNRVsFull().to(plan.device) if cell.mode != "full" else None
-    if vs_full is not None:
-        metrics.append(vs_full)
+    seams, seam_skip = build_seam_metrics(cell.mode, vae.spec, cell.frames, cell.height,
+                                          cell.width)  # fmt: skip
+    against_full = [m.to(plan.device) for m in [vs_full, *seams] if m is not None]
+    metrics += against_full
     rfvd, rfvd_skip = None, ""
     if "rfvd" in settings["metrics"]:
         rfvd, rfvd_skip = _build_rfvd(settings, cell, dataset, plan)
@@ -425,10 +428,10 @@ def run_quality(cell: Cell, vae: VideoVAE, dataset: Dataset, plan: Plan, base: d
                 nonfinite += int((~finite).sum())
                 if finite.any():
                     for metric in [*metrics, *([rfvd] if rfvd is not None else [])]:
-                        if metric is not vs_full:
+                        if not any(metric is m for m in against_full):
                             metric.update(target[finite], recon[finite])
-                    if vs_full is not None:
-                        vs_full.update(full[finite], recon[finite])
+                    for metric in against_full:
+                        metric.update(full[finite], recon[finite])
             progress.update(len(batch) + len(skipped))
     progress.close()
 
@@ -457,10 +460,14 @@ def run_quality(cell: Cell, vae: VideoVAE, dataset: Dataset, plan: Plan, base: d
         results.append({**row, "value": float(metric.compute()), "ci_low": low, "ci_high": high,
                         "status": "ok"})  # fmt: skip
         for index, value in enumerate(metric.per_frame().double().cpu().tolist()):
+            if math.isnan(value):  # e.g. no frame transition into frame 0
+                continue
             position = group_position(index, vae.spec)
             frames.append({**clip_base, "metric": metric.name, "frame": index,
                            "group_position": position, "value": value,
                            "n": n})  # fmt: skip
+    if vs_full is not None and seam_skip:
+        results += [_skipped_row(base, dataset.protocol, m, seam_skip) for m in SEAM_METRICS]
     if plan.lpips_skip_reason and "lpips" in plan.sweep.quality.metrics:
         results.append(_skipped_row(base, dataset.protocol, "lpips", plan.lpips_skip_reason))
     if "rfvd" in plan.sweep.quality.metrics and (plan.fvd.skip_reason or rfvd_skip):
@@ -663,6 +670,8 @@ def run_sweep(
     if plots:
         from bench.report.plots import plot_run
 
-        paths = plot_run(store.read_parts("results"), store.root / "plots")
+        paths = plot_run(
+            store.read_parts("results"), store.root / "plots", frames=store.read_parts("frames")
+        )
         print(f"{len(paths)} plot files in {store.root / 'plots'}")
     return store.root

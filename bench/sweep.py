@@ -29,7 +29,7 @@ from adapters.base import RANDOM_WEIGHTS, AdapterError, InferenceMode
 from bench.metrics import CONVENTIONS
 
 DTYPES = ("float32", "float16", "bfloat16")
-QUALITY_METRICS = ("psnr", "psnr_clip", "ssim", "lpips", "rfvd")
+QUALITY_METRICS = ("psnr", "psnr_clip", "ssim", "lpips", "flicker", "rfvd")
 FVD_EXTRACTORS = ("styleganv-i3d", "videogpt-i3d")
 
 

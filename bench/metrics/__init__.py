@@ -11,11 +11,13 @@ from collections.abc import Callable, Sequence
 import torch
 
 from bench.metrics.base import MetricUnavailable, VideoMetric
+from bench.metrics.flicker import Flicker
 from bench.metrics.lpips import LPIPS
 from bench.metrics.psnr import PSNR, ClipPSNR
 from bench.metrics.ssim import SSIM
 
 __all__ = [
+    "Flicker",
     "LPIPS",
     "METRIC_NAMES",
     "PSNR",
@@ -27,7 +29,7 @@ __all__ = [
     "build_metrics",
 ]
 
-METRIC_NAMES = ("psnr", "psnr_clip", "ssim", "lpips")
+METRIC_NAMES = ("psnr", "psnr_clip", "ssim", "lpips", "flicker")
 
 #: How metrics treat the cases where published evaluations differ.
 #: ``suite``: identical frames give PSNR +inf (kept, so a perfect reconstruction is visible);
@@ -62,6 +64,7 @@ def build_metrics(
         "psnr_clip": lambda: ClipPSNR(inf_value=inf_value),
         "ssim": SSIM,
         "lpips": lambda: LPIPS(net=lpips_net, pretrained=lpips_pretrained, spatial_map=official),
+        "flicker": Flicker,
     }
     unknown = [name for name in names if name not in factories]
     if unknown:

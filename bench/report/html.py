@@ -172,8 +172,10 @@ def render_html(
         pngs = sorted(plots.glob("*.png")) if plots.is_dir() else []
         if not pngs:
             from bench.report.plots import plot_run
+            from bench.report.temporal import read_frames
 
-            pngs = sorted(p for p in plot_run(results, Path(scratch)) if p.suffix == ".png")
+            drawn = plot_run(results, Path(scratch), frames=read_frames(run_dir))
+            pngs = sorted(p for p in drawn if p.suffix == ".png")
         body += [_figure(p) for p in pngs] or ["<p>No figure: no finished rows to draw.</p>"]
 
         body.append("<h2>Failures</h2>")

@@ -354,13 +354,19 @@ def _phase_panels(rows: pd.DataFrame, what: str, ylabel: str) -> list[_Panel]:
     ]
 
 
-def plot_run(results: pd.DataFrame, out_dir: Path) -> list[Path]:
+def plot_run(
+    results: pd.DataFrame, out_dir: Path, frames: pd.DataFrame | None = None
+) -> list[Path]:
     """Draw every figure the results allow into ``out_dir``; return the files written.
 
     Figures (each as PNG and SVG): ``quality_vs_resolution``, ``quality_vs_clip_length``,
     ``throughput_vs_resolution``, ``throughput_vs_clip_length``, ``memory_vs_resolution``,
-    ``memory_vs_clip_length``. A figure without any ok rows of its kind is not written.
+    ``memory_vs_clip_length``, and the temporal ones of :mod:`bench.report.temporal`
+    (those by frame and group position need ``frames``, the run's ``frames.csv``).
+    A figure without any ok rows of its kind is not written.
     """
+    from bench.report.temporal import plot_temporal
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     df = _ok_rows(results)
@@ -391,7 +397,7 @@ def plot_run(results: pd.DataFrame, out_dir: Path) -> list[Path]:
             fixed, at = _fix_other_axis(rows, x)
             title = f"{heading} vs {axis_words}, at {at}"
             written += _figure(panels(fixed), x, title, out_dir, f"{kind}_vs_{axis_name}")
-    return written
+    return written + plot_temporal(results, frames, out_dir)
 
 
 # --------------------------------------------------------------------------- analysis
