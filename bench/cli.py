@@ -36,6 +36,7 @@ def _terminate(signum: int, frame: object) -> None:
 def _cmd_run(args: argparse.Namespace) -> int:
     import signal
 
+    from bench import distributed
     from bench.runner import run_sweep
     from bench.sweep import load_sweep
 
@@ -51,6 +52,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 143 if isinstance(stop, Terminated) else 130
     finally:
         signal.signal(signal.SIGTERM, previous)
+        distributed.shutdown()
+    if not distributed.from_environment().is_main:
+        return 0  # rank 0 reports
     from bench.results import read_results
 
     print_memory_growth(read_results(root), root)
@@ -159,6 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     from bench.data import DatasetError
+    from bench.distributed import RankFailed
     from bench.report.compare import CompareError
     from bench.report.gate import GateError
     from bench.report.tables import TableError
@@ -172,6 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         TableError,
         CompareError,
         GateError,
+        RankFailed,
     )
     try:
         return args.func(args)

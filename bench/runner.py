@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from adapters import FULL, RANDOM_WEIGHTS, AdapterError, InferenceMode, VideoVAE, get_preset
 from adapters.base import ResultWarning
-from bench import environment
+from bench import distributed, environment
 from bench.data import Clip, Dataset, DatasetError, SkippedClip, load_datasets
 from bench.metrics import MetricUnavailable, VideoMetric, build_metrics
 from bench.metrics.psnr import PSNRVsFull
@@ -338,7 +338,7 @@ def _build_rfvd(settings: dict[str, Any], cell: Cell, dataset: Dataset, plan: Pl
     )
     if not legacy:
         cached = StatsCache().load(metric.real_key, metric.protocol, metric.extractor.name)
-        if cached is not None:
+        if distributed.all_true(cached is not None):  # every rank, or none, uses the cache
             metric = RFVD(metric.extractor, real_stats=cached)
             metric.real_key = None  # nothing to save
     return metric.to(plan.device), ""
@@ -400,13 +400,15 @@ def run_quality(cell: Cell, vae: VideoVAE, dataset: Dataset, plan: Plan, base: d
     clip_ids = dataset.clip_ids()
     if settings["max_clips"]:
         clip_ids = clip_ids[: settings["max_clips"]]
+    local_ids = distributed.shard(clip_ids)  # all of them in a single process
     mode = InferenceMode.parse(cell.mode)
     clip_base = {k: base[k] for k in CLIP_KEYS}
     clip_rows: list[dict[str, Any]] = []
     evaluated: list[dict[str, Any]] = []
     nonfinite = 0
-    items = dataset.iter_clips(cell.frames, cell.height, cell.width, clip_ids=clip_ids)
-    progress = tqdm(total=len(clip_ids), desc=f"  clips {cell.model}", unit="clip", leave=False)
+    items = dataset.iter_clips(cell.frames, cell.height, cell.width, clip_ids=local_ids)
+    progress = tqdm(total=len(local_ids), desc=f"  clips {cell.model}", unit="clip", leave=False,
+                    disable=not distributed.context().is_main)  # fmt: skip
     with collect_result_warnings() as caveats:
         for batch, skipped in _batches(items, cell.batch_size):
             for item in skipped:
@@ -434,6 +436,10 @@ def run_quality(cell: Cell, vae: VideoVAE, dataset: Dataset, plan: Plan, base: d
                         metric.update(full[finite], recon[finite])
             progress.update(len(batch) + len(skipped))
     progress.close()
+    if distributed.context().active:  # first collective after the local work
+        clip_rows, evaluated, nonfinite = distributed.merge_clip_rows(
+            clip_rows, clip_ids, nonfinite
+        )
 
     n = len(evaluated)
     unusable = len(clip_rows) - n - nonfinite
@@ -487,8 +493,9 @@ def _rfvd_row(rfvd: Any, row: dict[str, Any], plan: Plan, nonfinite: int) -> dic
         value = float(rfvd.compute())
     notes = [row["message"], plan.fvd.note, *(str(w.message) for w in caught)]
     if rfvd.real_key is not None and nonfinite == 0:  # cache only a complete original set
-        StatsCache().save(rfvd.real_key, rfvd.protocol, rfvd.extractor.name,
-                          rfvd.real_feature_stats())  # fmt: skip
+        real = rfvd.real_feature_stats()  # on every rank: it gathers the states
+        if distributed.context().is_main:
+            StatsCache().save(rfvd.real_key, rfvd.protocol, rfvd.extractor.name, real)
     return {**row, "value": value, "n": rfvd.n, "status": "ok",
             "message": "; ".join(note for note in notes if note)}  # fmt: skip
 
@@ -585,6 +592,8 @@ def execute(cell: Cell, plan: Plan, cache: ModelCache, run: str):
             return run_quality(cell, vae, plan.datasets[cell.dataset], plan, base)
         return run_efficiency(cell, vae, plan, base)
     except Exception as error:  # one failing cell must not end a run of many hours
+        if distributed.context().active and cell.kind == "quality":
+            raise  # the ranks must agree (bench.distributed.agreement)
         if _is_oom(error):  # CUDA allocator or host
             text = str(error).strip()
             first = f"{type(error).__name__}: {text.splitlines()[0] if text else 'no details'}"
@@ -628,38 +637,52 @@ def run_sweep(
     device: str | None = None,
     plots: bool = True,
 ) -> Path:
-    """Validate, run the unfinished cells, merge CSVs and draw plots; returns the run dir."""
+    """Validate, run the unfinished cells, merge CSVs and draw plots; returns the run dir.
+
+    Under torchrun, every rank runs this; rank 0 alone writes (see bench.distributed)."""
     run = sweep.name if run_name is None else check_run_name(run_name, "command line", "--name")
-    validated = plan(sweep, device)
+    ctx, device = distributed.setup(device or sweep.device)
+    with distributed.agreement("planning"):
+        validated = plan(sweep, device)
     store = RunStore(Path(out_root) / run)
-    for note in recover(store):
-        print(f"run {run}: {note}")
-    store.write_metadata(
-        {
-            "run": run,
-            "sweep": sweep.to_dict(),
-            "device": str(validated.device),
-            "device_name": environment.device_name(validated.device),
-            **environment.run_metadata(),
-            "started": environment.timestamp(),
-            "cells": [asdict(c) | {"key": c.key} for c in validated.cells],
-        }
-    )
+    if ctx.is_main:
+        for note in recover(store):
+            print(f"run {run}: {note}")
+        store.write_metadata(
+            {
+                "run": run,
+                "sweep": sweep.to_dict(),
+                "device": str(validated.device),
+                "device_name": environment.device_name(validated.device),
+                "world_size": ctx.world_size,
+                **environment.run_metadata(),
+                "started": environment.timestamp(),
+                "cells": [asdict(c) | {"key": c.key} for c in validated.cells],
+            }
+        )
     failed = store.cells_with_status("error")
     todo = [c for c in _order(validated.cells) if not store.is_done(c.key) or c.key in failed]
+    todo = distributed.broadcast(todo)  # rank 0's run directory decides
     skipped = len(validated.cells) - len(todo)
-    print(
-        f"run {run}: {len(validated.cells)} cells, {skipped} already done, {len(todo)} to run "
-        f"on {validated.device} -> {store.root}"
-    )
+    if ctx.is_main:
+        ranks = f" x {ctx.world_size} ranks ({ctx.backend})" if ctx.active else ""
+        print(
+            f"run {run}: {len(validated.cells)} cells, {skipped} already done, {len(todo)} to "
+            f"run on {validated.device}{ranks} -> {store.root}"
+        )
     cache = ModelCache(validated.device)
     try:
-        for cell in tqdm(todo, desc="cells", unit="cell"):
-            tqdm.write(f"  {cell.title}")
-            results, clips, frames = execute(cell, validated, cache, run)
-            store.write_cell(cell.key, results, clips, frames)
-        store.merge()
+        for cell in tqdm(todo, desc="cells", unit="cell", disable=not ctx.is_main):
+            if ctx.is_main:
+                tqdm.write(f"  {cell.title}")
+            rows = distributed.run_cell(
+                cell.kind, cell.title, lambda cell=cell: execute(cell, validated, cache, run)
+            )
+            if rows is not None:  # rank 0
+                store.write_cell(cell.key, *rows)
     except KeyboardInterrupt:
+        if not ctx.is_main:
+            raise
         store.merge()  # the stop may fall between a cell's files and the merge
         done = len(store.done_cells() & {c.key for c in validated.cells})
         print(
@@ -667,6 +690,9 @@ def run_sweep(
             "run the same command again to resume"
         )
         raise
+    if not ctx.is_main:
+        return store.root
+    store.merge()
     if plots:
         from bench.report.plots import plot_run
 

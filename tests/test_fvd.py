@@ -41,6 +41,7 @@ from bench.fvd import (
 )
 from bench.fvd.i3d import same_padding, trunk_shape
 from bench.metrics import MetricUnavailable
+from tests.distributed_helpers import spawn_gloo
 
 # ---------------------------------------------------------------- helpers
 
@@ -546,39 +547,29 @@ def test_styleganv_torchscript_is_loaded_and_called_with_the_protocol_flags(
         build_extractor("styleganv-i3d", weights=tmp_path / "junk")
 
 
-def _distributed_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
-    import torch.distributed as dist
-
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        extractor = tiny_extractor()
-        target, preds = clips(9, seed=21), reconstruct(clips(9, seed=21), seed=22)
-        batches = [slice(0, 4), slice(4, 6)] if rank == 0 else [slice(6, 9)]
-        whole = RFVD(extractor, keep_features=True)
-        legacy = RFVD(extractor, legacy_batch=True)
-        for batch in batches:
-            whole.update(target[batch], preds[batch])
-            legacy.update(target[batch], preds[batch])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", SmallSampleWarning)
-            results = {
-                "whole": float(whole.compute()),
-                "legacy": float(legacy.compute()),
-                "n": whole.n,
-                "ci": whole.bootstrap_ci(resamples=20, seed=3),
-            }
-        torch.save(results, Path(out_dir) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+def _distributed_worker(rank: int, out_dir: str) -> None:
+    extractor = tiny_extractor()
+    target, preds = clips(9, seed=21), reconstruct(clips(9, seed=21), seed=22)
+    batches = [slice(0, 4), slice(4, 6)] if rank == 0 else [slice(6, 9)]
+    whole = RFVD(extractor, keep_features=True)
+    legacy = RFVD(extractor, legacy_batch=True)
+    for batch in batches:
+        whole.update(target[batch], preds[batch])
+        legacy.update(target[batch], preds[batch])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SmallSampleWarning)
+        results = {
+            "whole": float(whole.compute()),
+            "legacy": float(legacy.compute()),
+            "n": whole.n,
+            "ci": whole.bootstrap_ci(resamples=20, seed=3),
+        }
+    torch.save(results, Path(out_dir) / f"rank{rank}.pt")
 
 
 def test_distributed_sync_equals_one_process(tmp_path: Path) -> None:
     """Two gloo ranks with uneven shards, synced by torchmetrics, equal one process."""
-    import torch.multiprocessing as mp
-
-    mp.spawn(
-        _distributed_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True
-    )
+    spawn_gloo(_distributed_worker, 2, tmp_path, str(tmp_path))
     extractor = tiny_extractor()
     target, preds = clips(9, seed=21), reconstruct(clips(9, seed=21), seed=22)
     whole = RFVD(extractor, keep_features=True)

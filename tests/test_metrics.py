@@ -24,6 +24,7 @@ from bench.metrics import (
     build_metrics,
 )
 from tests import official_reference as official
+from tests.distributed_helpers import spawn_gloo
 
 # the lpips package passes torchvision's deprecated `pretrained=` argument
 pytestmark = pytest.mark.filterwarnings("ignore:.*(pretrained|weight enum).*:UserWarning")
@@ -347,29 +348,19 @@ def test_merge_state_equals_one_pass() -> None:
         torch.testing.assert_close(first.compute(), one_pass.compute(), rtol=1e-6, atol=1e-9)
 
 
-def _distributed_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
-    import torch.distributed as dist
-
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        target, preds = make_pair(12, (3, 3, 2, 24, 24))
-        shard = slice(0, 2) if rank == 0 else slice(2, 3)
-        results = {}
-        for metric in build_metrics(["psnr", "ssim"]):
-            metric.update(target[shard], preds[shard])
-            results[metric.name] = (metric.per_clip(), metric.per_frame(), metric.compute())
-        torch.save(results, Path(out_dir) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+def _distributed_worker(rank: int, out_dir: str) -> None:
+    target, preds = make_pair(12, (3, 3, 2, 24, 24))
+    shard = slice(0, 2) if rank == 0 else slice(2, 3)
+    results = {}
+    for metric in build_metrics(["psnr", "ssim"]):
+        metric.update(target[shard], preds[shard])
+        results[metric.name] = (metric.per_clip(), metric.per_frame(), metric.compute())
+    torch.save(results, Path(out_dir) / f"rank{rank}.pt")
 
 
 def test_distributed_sync_equals_one_process(tmp_path: Path) -> None:
     """Two gloo ranks with uneven shards, synced by torchmetrics, equal one process."""
-    import torch.multiprocessing as mp
-
-    mp.spawn(
-        _distributed_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True
-    )
+    spawn_gloo(_distributed_worker, 2, tmp_path, str(tmp_path))
     target, preds = make_pair(12, (3, 3, 2, 24, 24))
     for rank in range(2):
         results = torch.load(tmp_path / f"rank{rank}.pt")

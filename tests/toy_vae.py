@@ -2,10 +2,16 @@
 
 Cheap enough for a CPU test, lossy enough that PSNR is finite and SSIM below one, and
 with a causal 1 + 4k frame rule so the runner's frame-rule handling is exercised.
+``toy-pool-fails-on-rank1`` raises while encoding on torchrun rank 1 when
+``TOY_VAE_FAIL=1`` is set: a rank-local failure for the distributed tests.
+
+``python -m tests.toy_vae ARGS`` is ``vae-bench ARGS`` with these presets registered.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import torch
@@ -43,8 +49,28 @@ class PoolVAE(VideoVAE):
         raise NotImplementedError
 
 
+class RankFailingPoolVAE(PoolVAE):
+    """PoolVAE whose encode raises on torchrun rank 1 when ``TOY_VAE_FAIL=1`` is set."""
+
+    def _encode(self, video: torch.Tensor, mode: InferenceMode) -> torch.Tensor:
+        rank = os.environ.get("RANK")
+        if os.environ.get("TOY_VAE_FAIL") == "1" and rank == "1":
+            raise RuntimeError(f"toy failure on rank {rank}")
+        return super()._encode(video, mode)
+
+
 TOY = Preset("toy-pool", PoolVAE, config={"factor": 2}, description="test model")
+TOY_FAILING = Preset("toy-pool-fails-on-rank1", RankFailingPoolVAE, config={"factor": 2},
+                     description="test model that fails on rank 1 when TOY_VAE_FAIL=1")  # fmt: skip
 
 
 def register_toy() -> None:
     register(TOY, replace=True)
+    register(TOY_FAILING, replace=True)
+
+
+if __name__ == "__main__":
+    from bench.cli import main
+
+    register_toy()
+    sys.exit(main())

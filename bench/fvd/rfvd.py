@@ -32,7 +32,7 @@ from torchmetrics.utilities import dim_zero_cat
 
 from bench.fvd.extractors import FeatureExtractor, ResizeMode, build_extractor
 from bench.fvd.frechet import FeatureStats, frechet_distance_stats
-from bench.metrics.base import synced
+from bench.metrics.base import fill_empty_list_states, synced
 
 
 class SmallSampleWarning(UserWarning):
@@ -150,7 +150,11 @@ class RFVD(Metric):
         setattr(self, f"{side}_total", getattr(self, f"{side}_total") + features.sum(dim=0))
         setattr(self, f"{side}_outer", getattr(self, f"{side}_outer") + features.T @ features)
         if self.keep_features:  # flat, so that a rank without clips syncs an empty 1-D state
-            getattr(self, f"{side}_features").append(features.reshape(-1))
+            getattr(self, f"{side}_features").append(features.reshape(-1).double())
+
+    def _sync_dist(self, *args: Any, **kwargs: Any) -> None:
+        fill_empty_list_states(self)
+        super()._sync_dist(*args, **kwargs)
 
     def update(self, target: Tensor, preds: Tensor) -> None:
         self._check(target, preds)

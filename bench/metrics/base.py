@@ -68,6 +68,19 @@ def all_finite(video: Tensor) -> bool:
     return bool(torch.isfinite(video).all())
 
 
+def fill_empty_list_states(metric: Metric) -> None:
+    """Give a rank that saw no clips a float64 placeholder for each empty list state.
+
+    torchmetrics' own placeholder has the metric's default dtype (float32), which does not
+    match the float64 tensors other ranks gather, and the collective fails. The states
+    cached before a sync are restored afterwards, so this changes nothing beyond it.
+    """
+    for attr, reduce in metric._reductions.items():
+        state = getattr(metric, attr)
+        if reduce is dim_zero_cat and isinstance(state, list) and not state:
+            setattr(metric, attr, [torch.zeros(0, dtype=torch.float64, device=metric.device)])
+
+
 @contextlib.contextmanager
 def synced(metric: Metric) -> Iterator[None]:
     """Gather a metric's states across processes (no-op in one process), then restore
@@ -129,6 +142,10 @@ class VideoMetric(Metric):
         self.clip_values.append(clip.detach().to(self.frame_sum.device, torch.float64))
         self.frame_sum[:frames_n] += frames.detach().to(self.frame_sum).sum(dim=0)
         self.frame_count[:frames_n] += frames.shape[0]
+
+    def _sync_dist(self, *args: Any, **kwargs: Any) -> None:
+        fill_empty_list_states(self)
+        super()._sync_dist(*args, **kwargs)
 
     def _finalize(self, values: Tensor) -> Tensor:
         """Hook applied to every reported value (e.g. mapping +inf to a cap)."""
