@@ -20,7 +20,10 @@ from adapters.od_vae import ODVAE, CausalVAEModel, TemporalTiles, tiling_gap
 from adapters.od_vae.blocks import TimeDownsample2x, TimeUpsample2x
 from adapters.od_vae.tiling import psnr
 
-PRESET_NAMES = ("od-vae-4ch", "od-vae-v1.1-4ch", "od-vae-v1.0-4ch")
+PRESET_NAMES = (
+    "od-vae-4ch", "od-vae-v1.1-4ch", "od-vae-v1.0-4ch", "od-vae-variant1-4ch",
+    "od-vae-variant3-4ch",
+)  # fmt: skip
 TINY = {"hidden_size": 32, "hidden_size_mult": [1, 1, 1, 1]}
 # Keys of the released vae/config.json that the class does not take (training settings,
 # and resampler options left empty in the release).
@@ -75,7 +78,43 @@ FULL_SIZE = {
     "od-vae-4ch": 239_189_991,
     "od-vae-v1.1-4ch": 246_859_499,
     "od-vae-v1.0-4ch": 229_169_895,
+    # the paper's variants, counted by hand from the release: Variant 1 adds a third kernel
+    # tap in time to the encoder's conv_in and levels 0-1 (6,912 + 1,179,648 + 4,128,768);
+    # Variant 3 removes it from the decoder's levels 0-1 and conv_out (2,064,384 +
+    # 8,257,536 + 6,912)
+    "od-vae-variant1-4ch": 239_189_991 + 6_912 + 1_179_648 + 4_128_768,
+    "od-vae-variant3-4ch": 239_189_991 - 2_064_384 - 8_257_536 - 6_912,
 }
+
+
+def test_paper_variants_differ_from_the_release_where_the_paper_says():
+    """Variant 4 is the release; Variant 1 is all 3D; Variant 3 keeps Variant 4's encoder
+    and makes the decoder's outer levels 2D too (same encoder: the paper's Table 3 gives
+    Variants 3 and 4 the same compression speed)."""
+
+    def shapes(name):
+        with torch.device("meta"):
+            state = adapters.get_preset(name).create().module.state_dict()
+        return {key: tuple(value.shape) for key, value in state.items()}
+
+    release, v1, v3 = shapes("od-vae-4ch"), shapes("od-vae-variant1-4ch"), shapes(
+        "od-vae-variant3-4ch"
+    )
+    encoder = {k: v for k, v in release.items() if k.startswith("encoder.")}
+    assert {k: v for k, v in v3.items() if k.startswith("encoder.")} == encoder
+    assert {k: v for k, v in v1.items() if not k.startswith("encoder.")} == {
+        k: v for k, v in release.items() if not k.startswith("encoder.")
+    }
+    kernels = [v for k, v in v1.items() if k.startswith("encoder.") and len(v) > 1]
+    assert kernels and all(len(v) == 5 for v in kernels)  # every encoder kernel is 3D
+    assert v1["encoder.conv_in.conv.weight"] == (128, 3, 3, 3, 3)
+    assert v1["encoder.down.0.block.0.conv1.conv.weight"] == (128, 128, 3, 3, 3)
+    assert v3["decoder.up.0.block.2.conv2.weight"] == (128, 128, 3, 3)
+    assert v3["decoder.up.1.upsample.conv.weight"] == (256, 256, 3, 3)
+    assert v3["decoder.conv_out.weight"] == (3, 128, 3, 3)
+    assert v3["decoder.up.2.block.0.conv1.conv.weight"] == release[
+        "decoder.up.2.block.0.conv1.conv.weight"
+    ]
 
 
 @pytest.mark.parametrize("name", PRESET_NAMES)

@@ -223,13 +223,52 @@ _V10 = {
     "decoder_temporal_upsample": ["", "", "TimeUpsample2x", "TimeUpsample2x"],
 }
 
+# The OD-VAE paper's ablation variants (arXiv 2409.01199, section 3.2, Table 3), as
+# overrides of the release, which is its Variant 4 (2D blocks at the encoder's outer
+# levels 0-1, decoder all 3D). Every variant compresses time where the release does
+# (levels 1-2); the paper fixes only the overall rates, so that placement is assumed.
+# Variant 2 ("half of the 3D convolutions" made 2D, which half unstated) has no preset:
+# its layout cannot be read off the paper.
+#
+# Variant 1: SD-VAE inflated to 3D throughout (the encoder's level-0 resampler becomes the
+# causal (1, 3, 3) SpatialDownsample2x).
+_VARIANT1 = {
+    "encoder_conv_in": "CausalConv3d",
+    "encoder_resnet_blocks": ["ResnetBlock3D"] * 4,
+    "encoder_spatial_downsample": [
+        "SpatialDownsample2x", "Spatial2xTime2x3DDownsample", "Spatial2xTime2x3DDownsample", "",
+    ],
+}  # fmt: skip
+# Variant 3: Variant 4's encoder and a decoder whose outer levels 0-1 are 2D as well.
+_VARIANT3 = {
+    "decoder_resnet_blocks": ["ResnetBlock2D"] * 2 + ["ResnetBlock3D"] * 2,
+    "decoder_spatial_upsample": [
+        "", "Upsample", "Spatial2xTime2x3DUpsample", "Spatial2xTime2x3DUpsample",
+    ],
+    "decoder_conv_out": "Conv2d",
+}  # fmt: skip
+
 PRESETS = (
     Preset(
         "od-vae-4ch",
         ODVAE,
         config=release_config(),
         release="huggingface.co/LanguageBind/Open-Sora-Plan-v1.2.0 (folder vae/)",
-        description="OD-VAE, Open-Sora Plan v1.2 CausalVideoVAE, 4 channels, 8x8x4 (239M)",
+        description="OD-VAE (paper Variant 4), Open-Sora Plan v1.2 CausalVideoVAE, 4 channels, "
+        "8x8x4 (239M)",
+    ),
+    Preset(
+        "od-vae-variant1-4ch",
+        ODVAE,
+        config=release_config(**_VARIANT1),
+        description="OD-VAE paper Variant 1: all 3D, 4 channels, 8x8x4 (245M; no release)",
+    ),
+    Preset(
+        "od-vae-variant3-4ch",
+        ODVAE,
+        config=release_config(**_VARIANT3),
+        description="OD-VAE paper Variant 3: 2D outer levels in encoder and decoder, 4 channels, "
+        "8x8x4 (229M; no release)",
     ),
     Preset(
         "od-vae-v1.1-4ch",
