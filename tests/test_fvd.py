@@ -547,10 +547,11 @@ def test_styleganv_torchscript_is_loaded_and_called_with_the_protocol_flags(
         build_extractor("styleganv-i3d", weights=tmp_path / "junk")
 
 
-def _distributed_worker(rank: int, out_dir: str) -> None:
+def _rfvd_results(batches: list[slice]) -> dict:
+    """Whole-set and legacy rFVD, sample count and bootstrap interval over ``batches`` of
+    one fixed clip set (under a process group: this rank's share, synced on compute)."""
     extractor = tiny_extractor()
     target, preds = clips(9, seed=21), reconstruct(clips(9, seed=21), seed=22)
-    batches = [slice(0, 4), slice(4, 6)] if rank == 0 else [slice(6, 9)]
     whole = RFVD(extractor, keep_features=True)
     legacy = RFVD(extractor, legacy_batch=True)
     for batch in batches:
@@ -558,33 +559,24 @@ def _distributed_worker(rank: int, out_dir: str) -> None:
         legacy.update(target[batch], preds[batch])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SmallSampleWarning)
-        results = {
+        return {
             "whole": float(whole.compute()),
             "legacy": float(legacy.compute()),
             "n": whole.n,
             "ci": whole.bootstrap_ci(resamples=20, seed=3),
         }
-    torch.save(results, Path(out_dir) / f"rank{rank}.pt")
+
+
+def _distributed_worker(rank: int, out_dir: str) -> None:
+    batches = [slice(0, 4), slice(4, 6)] if rank == 0 else [slice(6, 9)]
+    torch.save(_rfvd_results(batches), Path(out_dir) / f"rank{rank}.pt")
 
 
 def test_distributed_sync_equals_one_process(tmp_path: Path) -> None:
     """Two gloo ranks with uneven shards, synced by torchmetrics, equal one process."""
     spawn_gloo(_distributed_worker, 2, tmp_path, str(tmp_path))
-    extractor = tiny_extractor()
-    target, preds = clips(9, seed=21), reconstruct(clips(9, seed=21), seed=22)
-    whole = RFVD(extractor, keep_features=True)
-    legacy = RFVD(extractor, legacy_batch=True)
     # torchmetrics gathers rank 0's states first: the same clip order as one pass.
-    for batch in [slice(0, 4), slice(4, 6), slice(6, 9)]:
-        whole.update(target[batch], preds[batch])
-        legacy.update(target[batch], preds[batch])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", SmallSampleWarning)
-        expected = {
-            "whole": float(whole.compute()),
-            "legacy": float(legacy.compute()),
-            "ci": whole.bootstrap_ci(resamples=20, seed=3),
-        }
+    expected = _rfvd_results([slice(0, 4), slice(4, 6), slice(6, 9)])
     for rank in range(2):
         results = torch.load(tmp_path / f"rank{rank}.pt")
         assert results["n"] == 9

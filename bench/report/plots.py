@@ -109,7 +109,7 @@ def _ok_rows(results: pd.DataFrame) -> pd.DataFrame:
         df["_frames_fixed"] = req.fillna(df["frames"]).astype(int)
     else:
         df["_frames_fixed"] = df["frames"]
-    df["phase"] = df["phase"].fillna("").astype(str)
+    df["phase"] = df["phase"].astype("string").fillna("").astype(str)
     return df
 
 
