@@ -660,9 +660,11 @@ def run_sweep(
                 "cells": [asdict(c) | {"key": c.key} for c in validated.cells],
             }
         )
-    failed = store.cells_with_status("error")
-    todo = [c for c in _order(validated.cells) if not store.is_done(c.key) or c.key in failed]
-    todo = distributed.broadcast(todo)  # rank 0's run directory decides
+    todo = None
+    if ctx.is_main:  # rank 0's run directory decides (other nodes may not see it)
+        failed = store.cells_with_status("error")
+        todo = [c for c in _order(validated.cells) if not store.is_done(c.key) or c.key in failed]
+    todo = distributed.broadcast(todo)
     skipped = len(validated.cells) - len(todo)
     if ctx.is_main:
         ranks = f" x {ctx.world_size} ranks ({ctx.backend})" if ctx.active else ""

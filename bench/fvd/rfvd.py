@@ -27,12 +27,11 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from torch import Tensor
-from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from bench.fvd.extractors import FeatureExtractor, ResizeMode, build_extractor
 from bench.fvd.frechet import FeatureStats, frechet_distance_stats
-from bench.metrics.base import fill_empty_list_states, synced
+from bench.metrics.base import RankSafeMetric, synced
 
 
 class SmallSampleWarning(UserWarning):
@@ -48,7 +47,7 @@ def batch_frechet_distance(real: np.ndarray, fake: np.ndarray) -> float:
     )
 
 
-class RFVD(Metric):
+class RFVD(RankSafeMetric):
     """Reconstruction FVD; ``update(target, preds)`` takes [B, C, T, H, W] videos in [-1, 1].
 
     ``extractor``: a name (``styleganv-i3d``, ``videogpt-i3d``) built with ``weights``
@@ -151,10 +150,6 @@ class RFVD(Metric):
         setattr(self, f"{side}_outer", getattr(self, f"{side}_outer") + features.T @ features)
         if self.keep_features:  # flat, so that a rank without clips syncs an empty 1-D state
             getattr(self, f"{side}_features").append(features.reshape(-1).double())
-
-    def _sync_dist(self, *args: Any, **kwargs: Any) -> None:
-        fill_empty_list_states(self)
-        super()._sync_dist(*args, **kwargs)
 
     def update(self, target: Tensor, preds: Tensor) -> None:
         self._check(target, preds)

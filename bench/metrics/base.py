@@ -68,17 +68,22 @@ def all_finite(video: Tensor) -> bool:
     return bool(torch.isfinite(video).all())
 
 
-def fill_empty_list_states(metric: Metric) -> None:
-    """Give a rank that saw no clips a float64 placeholder for each empty list state.
+class RankSafeMetric(Metric):
+    """A Metric whose list states sync from a rank that saw no clips (more ranks than
+    clips).
 
-    torchmetrics' own placeholder has the metric's default dtype (float32), which does not
-    match the float64 tensors other ranks gather, and the collective fails. The states
-    cached before a sync are restored afterwards, so this changes nothing beyond it.
+    torchmetrics' placeholder for an empty list state has the metric's default dtype
+    (float32), which does not match the float64 tensors the other ranks gather, and the
+    collective fails; this gives such a rank a float64 placeholder. The states cached
+    before a sync are restored afterwards, so nothing changes beyond it.
     """
-    for attr, reduce in metric._reductions.items():
-        state = getattr(metric, attr)
-        if reduce is dim_zero_cat and isinstance(state, list) and not state:
-            setattr(metric, attr, [torch.zeros(0, dtype=torch.float64, device=metric.device)])
+
+    def _sync_dist(self, *args: Any, **kwargs: Any) -> None:
+        for attr, reduce in self._reductions.items():
+            state = getattr(self, attr)
+            if reduce is dim_zero_cat and isinstance(state, list) and not state:
+                setattr(self, attr, [torch.zeros(0, dtype=torch.float64, device=self.device)])
+        super()._sync_dist(*args, **kwargs)
 
 
 @contextlib.contextmanager
@@ -96,7 +101,7 @@ def synced(metric: Metric) -> Iterator[None]:
         yield
 
 
-class VideoMetric(Metric):
+class VideoMetric(RankSafeMetric):
     """Base class: subclasses score a batch in ``_score``; this class keeps the states.
 
     ``update(target, preds)`` takes float videos ``[B, C, T, H, W]`` in [-1, 1].
@@ -142,10 +147,6 @@ class VideoMetric(Metric):
         self.clip_values.append(clip.detach().to(self.frame_sum.device, torch.float64))
         self.frame_sum[:frames_n] += frames.detach().to(self.frame_sum).sum(dim=0)
         self.frame_count[:frames_n] += frames.shape[0]
-
-    def _sync_dist(self, *args: Any, **kwargs: Any) -> None:
-        fill_empty_list_states(self)
-        super()._sync_dist(*args, **kwargs)
 
     def _finalize(self, values: Tensor) -> Tensor:
         """Hook applied to every reported value (e.g. mapping +inf to a cap)."""
