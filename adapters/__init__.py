@@ -1,6 +1,6 @@
-"""Model adapters: every video VAE behind one protocol (see ``adapters.base``)."""
+"""Model adapters: every video VAE behind one protocol (see ``vae_bench.adapters.base``)."""
 
-from adapters.base import (
+from vae_bench.adapters.base import (
     FULL,
     RANDOM_WEIGHTS,
     AdapterError,
@@ -10,12 +10,12 @@ from adapters.base import (
     VAESpec,
     VideoVAE,
 )
-from adapters.registry import create_model, get_preset, presets, register
+from vae_bench.adapters.registry import create_model, get_preset, presets, register
 
 
 def register_builtin() -> None:
     """Register the suite's own presets (entry point ``vae_bench.adapters:builtin``)."""
-    from adapters import (
+    from vae_bench.adapters import (
         codec,
         diffusers_video,
         identity,

@@ -18,7 +18,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from adapters.base import AdapterError
+from vae_bench.adapters.base import AdapterError
 
 Shape = tuple[int, ...]
 DIFFUSERS_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from adapters.base import (
+from vae_bench.adapters.base import (
     AdapterError,
     FrameRule,
     InferenceMode,

@@ -28,7 +28,7 @@ import diffusers
 import torch
 from safetensors import SafetensorError, safe_open
 
-from adapters.base import (
+from vae_bench.adapters.base import (
     RANDOM_WEIGHTS,
     AdapterError,
     FrameRule,
@@ -39,8 +39,8 @@ from adapters.base import (
     count_params,
     file_sha256,
 )
-from adapters.checkpoints import TOTALS, check_state_dict, model_shapes
-from adapters.sampling import cpu_seeded_sample, seeded_build
+from vae_bench.adapters.checkpoints import TOTALS, check_state_dict, model_shapes
+from vae_bench.adapters.sampling import cpu_seeded_sample, seeded_build
 
 RANDOM_SEED = 0
 WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from adapters.base import AdapterError
+from vae_bench.adapters.base import AdapterError
 
 DEFAULT_FRAME_BATCH = 8
 ADAPTER_KEYS = ("frame_batch",)

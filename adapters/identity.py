@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from adapters.base import FrameRule, InferenceMode, Preset, VAESpec, VideoVAE
+from vae_bench.adapters.base import FrameRule, InferenceMode, Preset, VAESpec, VideoVAE
 
 
 class IdentityVAE(VideoVAE):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from importlib.metadata import entry_points
 
-from adapters.base import RANDOM_WEIGHTS, AdapterError, Preset, VideoVAE
+from vae_bench.adapters.base import RANDOM_WEIGHTS, AdapterError, Preset, VideoVAE
 
 ENTRY_POINT_GROUP = "vae_bench.adapters"
 
@@ -29,7 +29,7 @@ def _load_plugins() -> None:
     if _loaded:
         return
     _loaded = True
-    from adapters import register_builtin
+    from vae_bench.adapters import register_builtin
 
     register_builtin()
     for entry in entry_points(group=ENTRY_POINT_GROUP):

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from adapters.base import FrameRule, InferenceMode, Preset, VAESpec, VideoVAE
+from vae_bench.adapters.base import FrameRule, InferenceMode, Preset, VAESpec, VideoVAE
 
 
 class ResampleBaseline(VideoVAE):

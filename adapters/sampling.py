@@ -9,7 +9,7 @@ from typing import TypeVar
 
 import torch
 
-from adapters.base import InferenceMode, VideoVAE
+from vae_bench.adapters.base import InferenceMode, VideoVAE
 
 Built = TypeVar("Built")
 

@@ -38,7 +38,7 @@ from diffusers import AutoencoderKL
 from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
 from safetensors import SafetensorError, safe_open
 
-from adapters.base import (
+from vae_bench.adapters.base import (
     RANDOM_WEIGHTS,
     AdapterError,
     FrameRule,
@@ -49,7 +49,7 @@ from adapters.base import (
     count_params,
     file_sha256,
 )
-from adapters.checkpoints import (
+from vae_bench.adapters.checkpoints import (
     DIFFUSERS_WEIGHTS,
     TOTALS,
     check_state_dict,
@@ -57,8 +57,8 @@ from adapters.checkpoints import (
     model_shapes,
     torch_load,
 )
-from adapters.frames import DEFAULT_FRAME_BATCH, frame_batch_of, per_frame
-from adapters.sampling import cpu_seeded_sample, seeded_build
+from vae_bench.adapters.frames import DEFAULT_FRAME_BATCH, frame_batch_of, per_frame
+from vae_bench.adapters.sampling import cpu_seeded_sample, seeded_build
 
 FAMILY = "sd-vae"
 RANDOM_SEED = 0  # from_config: two random builds of one preset are identical

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import torch
 
-from adapters.base import AdapterError
+from vae_bench.adapters.base import AdapterError
 
 Fn = Callable[[torch.Tensor], torch.Tensor]
 

@@ -1,7 +1,7 @@
-"""``python -m bench`` (and ``torchrun -m bench``) is the ``vae-bench`` command."""
+"""``python -m vae_bench`` (and ``torchrun -m vae_bench``) is the ``vae-bench`` command."""
 
 import sys
 
-from bench.cli import main
+from vae_bench.cli import main
 
 sys.exit(main())

@@ -8,13 +8,20 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from adapters import AdapterError
+from vae_bench.adapters import AdapterError
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from adapters import presets
-    from bench.data import load_datasets
+    from vae_bench.adapters import presets
+    from vae_bench.data import load_datasets
 
+    if args.sweeps:
+        from vae_bench import sweeps
+
+        print("sweeps (shipped; `vae-bench run NAME`):")
+        for name, path in sweeps.shipped().items():
+            print(f"  {name:28s} {path}")
+        return 0
     print("models (presets):")
     for name, preset in presets().items():
         release = f"  [{preset.release}]" if preset.release else ""
@@ -36,9 +43,9 @@ def _terminate(signum: int, frame: object) -> None:
 def _cmd_run(args: argparse.Namespace) -> int:
     import signal
 
-    from bench import distributed
-    from bench.runner import run_sweep
-    from bench.sweep import load_sweep
+    from vae_bench import distributed
+    from vae_bench.runner import run_sweep
+    from vae_bench.sweep import load_sweep
 
     sweep = load_sweep(args.sweep)
     previous = signal.signal(signal.SIGTERM, _terminate)
@@ -55,7 +62,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         distributed.shutdown()
     if not distributed.from_environment().is_main:
         return 0  # rank 0 reports
-    from bench.results import read_results
+    from vae_bench.results import read_results
 
     print_memory_growth(read_results(root), root)
     print(f"results: {root / 'results.csv'}  clips: {root / 'clips.csv'}")
@@ -63,9 +70,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from bench.report.plots import plot_run
-    from bench.report.temporal import read_frames
-    from bench.results import read_results
+    from vae_bench.report.plots import plot_run
+    from vae_bench.report.temporal import read_frames
+    from vae_bench.results import read_results
 
     run_dir = Path(args.run)
     results = read_results(run_dir)
@@ -77,7 +84,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def print_memory_growth(results, run_dir: Path) -> None:
     """Write and show how peak memory grows with clip length (memory ~ frames**k)."""
-    from bench.report.plots import memory_growth_table
+    from vae_bench.report.plots import memory_growth_table
 
     table = memory_growth_table(results)
     if len(table):
@@ -98,14 +105,14 @@ def _call(function_path: str, args: argparse.Namespace):
 
 
 def _cmd_table(args: argparse.Namespace) -> int:
-    print(_call("bench.report.tables:make_table", args))
+    print(_call("vae_bench.report.tables:make_table", args))
     return 0
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from bench.report.compare import to_markdown
+    from vae_bench.report.compare import to_markdown
 
-    comparison, paths = _call("bench.report.compare:run_compare", args)
+    comparison, paths = _call("vae_bench.report.compare:run_compare", args)
     print(to_markdown(comparison))
     for path in paths:
         print(path)
@@ -113,11 +120,11 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_gate(args: argparse.Namespace) -> int:
-    return _call("bench.report.gate:run_gate", args)
+    return _call("vae_bench.report.gate:run_gate", args)
 
 
 def _cmd_html(args: argparse.Namespace) -> int:
-    print(_call("bench.report.html:write_html_report", args))
+    print(_call("vae_bench.report.html:write_html_report", args))
     return 0
 
 
@@ -128,11 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", help="registered models (presets) and datasets")
     p.add_argument("--datasets", default=None, help="datasets.yaml (default: ./datasets.yaml)")
+    p.add_argument("--sweeps", action="store_true", help="list the shipped sweeps instead")
     p.set_defaults(func=_cmd_list)
 
     p = sub.add_parser("run", help="run a sweep file (resumes a run of the same name)")
-    p.add_argument("sweep", help="sweep YAML, e.g. sweeps/default.yaml")
-    p.add_argument("--out", default="reports", help="root of run directories (default: reports)")
+    p.add_argument("sweep", help="sweep YAML path, or a shipped sweep's name (e.g. default)")
+    p.add_argument("--out", default="reports", help="root of run directories (default: ./reports)")
     p.add_argument("--name", default=None, help="run name (default: the sweep's name)")
     p.add_argument("--device", default=None, help="override the sweep's device (auto|cpu|cuda:N)")
     p.add_argument("--no-plots", action="store_true", help="CSVs only (`report` draws later)")
@@ -142,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run directory, e.g. reports/default")
     p.set_defaults(func=_cmd_report)
 
-    from bench.report import compare, gate, html, tables
+    from vae_bench.report import compare, gate, html, tables
 
     for name, module, func, text in (
         ("table", tables, _cmd_table, "paper-ready table of a run (md, latex, csv)"),
@@ -162,12 +170,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    from bench.data import DatasetError
-    from bench.distributed import RankFailed
-    from bench.report.compare import CompareError
-    from bench.report.gate import GateError
-    from bench.report.tables import TableError
-    from bench.sweep import SweepError
+    from vae_bench.data import DatasetError
+    from vae_bench.distributed import RankFailed
+    from vae_bench.report.compare import CompareError
+    from vae_bench.report.gate import GateError
+    from vae_bench.report.tables import TableError
+    from vae_bench.sweep import SweepError
 
     expected = (
         SweepError,

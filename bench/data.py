@@ -5,7 +5,7 @@ float clip ``[C, T, H, W]`` in ``[-1, 1]`` at the size and length a sweep cell a
 Clips that cannot be used (too short, unreadable) come back as :class:`SkippedClip` with
 the reason, so a run goes on and the reason lands in the per-clip CSV.
 
-Two kinds exist. ``synthetic`` (built in, see :mod:`bench.synthetic`) needs no files.
+Two kinds exist. ``synthetic`` (built in, see :mod:`vae_bench.synthetic`) needs no files.
 ``folder`` decodes a directory tree of videos with PyAV. Its default spatial protocol is
 the official WF-VAE evaluation's (``causalvideovae/dataset/video_dataset.py``,
 ``ValidVideoDataset``): frames as float in ``[0, 1]``, torchvision ``Resize(short side)``
@@ -437,7 +437,7 @@ class _Entry:
 
 
 def _build(source: str, base_dir: Path, name: str, data: Any) -> Dataset:
-    from bench.synthetic import SyntheticDataset
+    from vae_bench.synthetic import SyntheticDataset
 
     if not isinstance(data, Mapping):
         raise DatasetError(
@@ -489,17 +489,22 @@ def _resolve_path(path: str | Path | None) -> Path | None:
     if os.environ.get(ENV_VAR):
         return Path(os.environ[ENV_VAR])
     default = Path(DEFAULT_FILE)
-    return default if default.is_file() else None
+    if default.is_file():
+        return default
+    from vae_bench import sweeps
+
+    return sweeps.datasets_file()
 
 
 def load_datasets(path: str | Path | None = None) -> dict[str, Dataset]:
     """Every dataset: the built-in ``synthetic`` plus the entries of ``datasets.yaml``.
 
     ``path`` None means ``$VAE_BENCH_DATASETS``, else ``./datasets.yaml`` if present, else
-    built-ins only. Relative ``root`` paths are relative to the file's directory. Entries
+    the one shipped with the package. Relative ``root`` paths are relative to the file's
+    directory. Entries
     are validated here; folder roots only when a dataset is used.
     """
-    from bench.synthetic import SyntheticDataset
+    from vae_bench.synthetic import SyntheticDataset
 
     datasets: dict[str, Dataset] = {"synthetic": SyntheticDataset()}
     file = _resolve_path(path)

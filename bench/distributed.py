@@ -1,6 +1,6 @@
 """Data-parallel runs under ``torchrun``: one process per device, clips sharded by rank.
 
-``torchrun --nproc_per_node=N -m bench run SWEEP`` starts N copies of the ordinary
+``torchrun --nproc_per_node=N -m vae_bench run SWEEP`` starts N copies of the ordinary
 command; each reads its place from the variables torchrun sets (``RANK``, ``WORLD_SIZE``,
 ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``). Without them everything here is a
 no-op and the run is the plain single-process one.

@@ -10,14 +10,20 @@ from pathlib import Path
 
 import torch
 
-import bench
+import vae_bench
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 @functools.cache
 def git_sha() -> str:
-    """The suite's commit (``-dirty`` when the tree has changes), or ``unknown``."""
+    """The suite's commit (``-dirty`` when the tree has changes), or ``unknown``.
+
+    Only a checkout has one: an installed wheel's folder may sit inside some other
+    repository (a venv in a project), whose commit is not the suite's.
+    """
+    if not (PROJECT_ROOT / "pyproject.toml").is_file():
+        return "unknown"
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"],
@@ -69,7 +75,7 @@ def resolve_device(name: str) -> torch.device:
 def run_metadata() -> dict[str, str]:
     """Columns shared by every row of a run (device-specific ones come per cell)."""
     return {
-        "suite_version": bench.__version__,
+        "suite_version": vae_bench.__version__,
         "git_sha": git_sha(),
         "torch_version": torch.__version__,
         "cuda_version": torch.version.cuda or "",

@@ -10,7 +10,7 @@ the merged CSVs from the intact parts.
 
 from __future__ import annotations
 
-from bench.results import TABLES, RunStore, csv_damage
+from vae_bench.results import TABLES, RunStore, csv_damage
 
 TEMP_GLOB = ".*.tmp"  # the names atomic_write_text gives its temporary files
 

@@ -2,7 +2,7 @@
 
 Each cell is either *quality* (one pass over a dataset's clips computing every metric
 at once) or *efficiency* (encode, decode and round trip timed and memory-profiled on a
-seeded input). Finished cells are stored by :class:`bench.results.RunStore`, so a rerun
+seeded input). Finished cells are stored by :class:`vae_bench.results.RunStore`, so a rerun
 of the same run resumes where it stopped.
 """
 
@@ -24,17 +24,24 @@ import torch
 from scipy import stats
 from tqdm.auto import tqdm
 
-from adapters import FULL, RANDOM_WEIGHTS, AdapterError, InferenceMode, VideoVAE, get_preset
-from adapters.base import ResultWarning
-from bench import distributed, environment
-from bench.data import Clip, Dataset, DatasetError, SkippedClip, load_datasets
-from bench.metrics import MetricUnavailable, VideoMetric, build_metrics
-from bench.metrics.psnr import PSNRVsFull
-from bench.profile import PhaseResult, _is_oom, profile_codec
-from bench.recovery import recover
-from bench.results import RunStore
-from bench.seams import SEAM_METRICS, build_seam_metrics
-from bench.sweep import Cell, Sweep, SweepError, check_run_name
+from vae_bench import distributed, environment
+from vae_bench.adapters import (
+    FULL,
+    RANDOM_WEIGHTS,
+    AdapterError,
+    InferenceMode,
+    VideoVAE,
+    get_preset,
+)
+from vae_bench.adapters.base import ResultWarning
+from vae_bench.data import Clip, Dataset, DatasetError, SkippedClip, load_datasets
+from vae_bench.metrics import MetricUnavailable, VideoMetric, build_metrics
+from vae_bench.metrics.psnr import PSNRVsFull
+from vae_bench.profile import PhaseResult, _is_oom, profile_codec
+from vae_bench.recovery import recover
+from vae_bench.results import RunStore
+from vae_bench.seams import SEAM_METRICS, build_seam_metrics
+from vae_bench.sweep import Cell, Sweep, SweepError, check_run_name
 
 log = logging.getLogger("vae_bench")
 
@@ -79,7 +86,7 @@ def _fvd_check(sweep: Sweep) -> FvdPlan:
     q = sweep.quality
     if "rfvd" not in q.metrics:
         return FvdPlan()
-    from bench.fvd import build_extractor
+    from vae_bench.fvd import build_extractor
 
     try:
         build_extractor(q.fvd_extractor, q.fvd_weights)
@@ -326,7 +333,7 @@ CLIP_KEYS = ("run", "cell", "model", "weights", "dataset", "height", "width", "f
 
 def _build_rfvd(settings: dict[str, Any], cell: Cell, dataset: Dataset, plan: Plan):
     """The rFVD metric of a cell, or the reason it cannot run (too few frames)."""
-    from bench.fvd import MIN_FRAMES, RFVD, StatsCache
+    from vae_bench.fvd import MIN_FRAMES, RFVD, StatsCache
 
     if cell.frames < MIN_FRAMES:
         return None, f"rFVD's I3D needs at least {MIN_FRAMES} frames; this cell has {cell.frames}"
@@ -486,7 +493,7 @@ def _rfvd_row(rfvd: Any, row: dict[str, Any], plan: Plan, nonfinite: int) -> dic
     """The set-level rFVD row; the originals' statistics are cached for the next model."""
     import warnings
 
-    from bench.fvd import StatsCache
+    from vae_bench.fvd import StatsCache
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -639,7 +646,7 @@ def run_sweep(
 ) -> Path:
     """Validate, run the unfinished cells, merge CSVs and draw plots; returns the run dir.
 
-    Under torchrun, every rank runs this; rank 0 alone writes (see bench.distributed)."""
+    Under torchrun, every rank runs this; rank 0 alone writes (see vae_bench.distributed)."""
     run = sweep.name if run_name is None else check_run_name(run_name, "command line", "--name")
     ctx, device = distributed.setup(device or sweep.device)
     with distributed.agreement("planning"):
@@ -696,7 +703,7 @@ def run_sweep(
         return store.root
     store.merge()
     if plots:
-        from bench.report.plots import plot_run
+        from vae_bench.report.plots import plot_run
 
         paths = plot_run(
             store.read_parts("results"), store.root / "plots", frames=store.read_parts("frames")

@@ -34,8 +34,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from adapters.base import InferenceMode, VAESpec
-from bench.metrics.base import VideoMetric
+from vae_bench.adapters.base import InferenceMode, VAESpec
+from vae_bench.metrics.base import VideoMetric
 
 #: PSNR cap (dB) used inside the drop: an MSE of 1e-10 in [0, 1] units.
 PSNR_CAP = 100.0
@@ -72,7 +72,7 @@ TemporalRule = Callable[[InferenceMode, VAESpec, int], tuple[int, ...]]
 
 
 def _od_vae_temporal(mode: InferenceMode, spec: VAESpec, frames: int) -> tuple[int, ...]:
-    from adapters.od_vae.tiling import TemporalTiles
+    from vae_bench.adapters.od_vae.tiling import TemporalTiles
 
     assert mode.size is not None
     return TemporalTiles(mode.size, mode.overlap, spec.temporal_factor).seams(frames)

@@ -16,6 +16,7 @@ the hours of cells that ran before it. Example (``sweeps/default.yaml``)::
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import re
@@ -25,8 +26,8 @@ from typing import Any
 
 import yaml
 
-from adapters.base import RANDOM_WEIGHTS, AdapterError, InferenceMode
-from bench.metrics import CONVENTIONS
+from vae_bench.adapters.base import RANDOM_WEIGHTS, AdapterError, InferenceMode
+from vae_bench.metrics import CONVENTIONS
 
 DTYPES = ("float32", "float16", "bfloat16")
 QUALITY_METRICS = ("psnr", "psnr_clip", "ssim", "lpips", "flicker", "rfvd")
@@ -305,10 +306,28 @@ def parse_sweep(data: Any, source: str = "<sweep>") -> Sweep:
     )
 
 
+def resolve_sweep(name_or_path: str | Path) -> Path:
+    """A sweep file's path: an existing path as given, else a shipped sweep's name."""
+    from vae_bench import sweeps
+
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    shipped = sweeps.shipped()
+    key = path.with_suffix("").as_posix() if path.suffix in (".yaml", ".yml") else str(path)
+    if key in shipped:
+        return shipped[key]
+    close = difflib.get_close_matches(key, list(shipped), n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise SweepError(
+        f"sweep file not found: {name_or_path} (neither a path nor a shipped sweep{hint}; "
+        "`vae-bench list --sweeps` lists the shipped ones)"
+    )
+
+
 def load_sweep(path: str | Path) -> Sweep:
-    path = Path(path)
-    if not path.exists():
-        raise SweepError(f"sweep file not found: {path}")
+    """Read and validate a sweep given by path or by a shipped sweep's name."""
+    path = resolve_sweep(path)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:

@@ -28,7 +28,7 @@ import skimage.data
 import torch
 import torch.nn.functional as F
 
-from bench.data import Clip, Dataset, DatasetError, SkippedClip, check_request
+from vae_bench.data import Clip, Dataset, DatasetError, SkippedClip, check_request
 
 VERSION = 1
 PHOTOS = (

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.fvd import FeatureStats, build_extractor, frechet_distance_stats
+from vae_bench.fvd import FeatureStats, build_extractor, frechet_distance_stats
 
 BATCH_SHAPE = (2, 3, 16, 256, 256)
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

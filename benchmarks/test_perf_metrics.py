@@ -16,8 +16,8 @@ import time
 import pytest
 import torch
 
-from bench.metrics import build_metrics
 from tests import official_reference as official
+from vae_bench.metrics import build_metrics
 
 CLIP_SHAPE = (1, 3, 17, 256, 256)
 OFFICIAL_ROUNDS = 3

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from bench.results import CLIP_COLUMNS, RESULT_COLUMNS
+from vae_bench.results import CLIP_COLUMNS, RESULT_COLUMNS
 
 MODELS = {"identity": ("identity", "none", 0), "m1": ("fam", "a" * 64, 1_000_000),
           "m2": ("fam", "b" * 64, 2_000_000)}  # fmt: skip

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-import adapters
-from adapters import AdapterError, FrameRule, InferenceMode, VAESpec
-from adapters.registry import ENTRY_POINT_GROUP
+from vae_bench import adapters
+from vae_bench.adapters import AdapterError, FrameRule, InferenceMode, VAESpec
+from vae_bench.adapters.registry import ENTRY_POINT_GROUP
 
 
 @pytest.mark.parametrize(
@@ -80,5 +80,5 @@ def test_builtin_presets_come_through_the_entry_point_group():
     from importlib.metadata import entry_points
 
     names = {e.name: e.value for e in entry_points(group=ENTRY_POINT_GROUP)}
-    assert names.get("builtin") == "adapters:register_builtin"
+    assert names.get("builtin") == "vae_bench.adapters:register_builtin"
     assert "identity" in adapters.presets()

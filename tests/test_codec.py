@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from adapters import get_preset
-from adapters.base import AdapterError, Preset
-from adapters.codec import (
+from vae_bench.adapters import get_preset
+from vae_bench.adapters.base import AdapterError, Preset
+from vae_bench.adapters.codec import (
     CODECS,
     CodecBaseline,
     LatentBudget,
@@ -19,10 +19,10 @@ from adapters.codec import (
     to_rgb24,
     unpack,
 )
-from bench.results import read_results
-from bench.runner import plan, run_sweep
-from bench.sweep import Sweep, SweepError, parse_sweep
-from bench.synthetic import SyntheticDataset
+from vae_bench.results import read_results
+from vae_bench.runner import plan, run_sweep
+from vae_bench.sweep import Sweep, SweepError, parse_sweep
+from vae_bench.synthetic import SyntheticDataset
 
 AVAILABLE = available_codecs()
 FRAMES, SIZE = 9, 64

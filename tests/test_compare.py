@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from bench.report.compare import (
+from tests.report_fixtures import write_run
+from vae_bench.report.compare import (
     BETTER,
     NO_CHANGE,
     WORSE,
@@ -21,8 +22,7 @@ from bench.report.compare import (
     to_markdown,
     verdict_for,
 )
-from bench.report.stats import BootstrapCI, bootstrap_mean_ci, paired_deltas
-from tests.report_fixtures import write_run
+from vae_bench.report.stats import BootstrapCI, bootstrap_mean_ci, paired_deltas
 
 # ------------------------------------------------------------------------------ stats
 

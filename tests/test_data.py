@@ -17,7 +17,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench.data import (
+from vae_bench.data import (
     Clip,
     DatasetError,
     FolderConfig,
@@ -29,7 +29,7 @@ from bench.data import (
     load_datasets,
     resize_frames,
 )
-from bench.synthetic import Motion, SyntheticDataset, _waves, render_camera
+from vae_bench.synthetic import Motion, SyntheticDataset, _waves, render_camera
 
 REPO = Path(__file__).resolve().parents[1]
 IVVAE = REPO.parent / "shared" / "data" / "ivvae_ori.mp4"
@@ -348,12 +348,13 @@ def test_repository_datasets_yaml():
     assert shared.config.root == (REPO / "../shared/data").resolve()
 
 
-def test_builtin_synthetic_without_a_file(tmp_path, monkeypatch):
+def test_without_a_file_the_shipped_datasets_apply(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("VAE_BENCH_DATASETS", raising=False)
     datasets = load_datasets()
-    assert list(datasets) == ["synthetic"] and datasets["synthetic"].clip_ids()
-    assert "seed=0" in datasets["synthetic"].protocol
+    shipped = yaml.safe_load((REPO / "datasets.yaml").read_text())
+    assert list(datasets) == ["synthetic", *(n for n in shipped if n != "synthetic")]
+    assert datasets["synthetic"].clip_ids() and "seed=0" in datasets["synthetic"].protocol
 
 
 def test_env_var_and_cwd_file_and_override(tmp_path, monkeypatch):

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from adapters import get_preset
-from adapters.base import AdapterError, Preset
-from adapters.diffusers_video import FAMILIES, PRESETS, DiffusersVideoVAE
+from vae_bench.adapters import get_preset
+from vae_bench.adapters.base import AdapterError, Preset
+from vae_bench.adapters.diffusers_video import FAMILIES, PRESETS, DiffusersVideoVAE
 
 TINY: dict[str, dict] = {
     "AutoencoderKLCogVideoX": dict(

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from bench.distributed import Context, RankFailed, from_environment, shard
-from bench.results import read_results
 from tests.distributed_helpers import run_module, spawn_gloo
+from vae_bench.distributed import Context, RankFailed, from_environment, shard
+from vae_bench.results import read_results
 
 QUALITY_FLOATS = ["value", "ci_low", "ci_high"]
 METRICS = ["psnr", "psnr_clip", "ssim", "flicker", "rfvd"]  # rfvd: feature statistics merged
@@ -56,7 +56,7 @@ def test_rank_failure_names_every_failed_rank() -> None:
 def _empty_rank_worker(rank: int, out_dir: str) -> None:
     import torch
 
-    from bench.metrics import build_metrics
+    from vae_bench.metrics import build_metrics
 
     generator = torch.Generator().manual_seed(5)
     target = torch.rand((2, 3, 2, 16, 16), generator=generator) * 2 - 1

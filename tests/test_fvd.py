@@ -20,7 +20,8 @@ import torch
 import torchvision.transforms.functional as TF
 from torch import Tensor, nn
 
-from bench.fvd import (
+from tests.distributed_helpers import spawn_gloo
+from vae_bench.fvd import (
     CACHE_ENV,
     MIN_FRAMES,
     MIN_SIZE,
@@ -39,9 +40,8 @@ from bench.fvd import (
     stats_key,
     trace_sqrt_product,
 )
-from bench.fvd.i3d import same_padding, trunk_shape
-from bench.metrics import MetricUnavailable
-from tests.distributed_helpers import spawn_gloo
+from vae_bench.fvd.i3d import same_padding, trunk_shape
+from vae_bench.metrics import MetricUnavailable
 
 # ---------------------------------------------------------------- helpers
 

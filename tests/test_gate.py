@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from bench.report.compare import load_run
-from bench.report.gate import (
+from tests.report_fixtures import write_run
+from vae_bench.report.compare import load_run
+from vae_bench.report.gate import (
     DEFAULT_RULES,
     FAIL,
     PASS,
@@ -21,7 +22,6 @@ from bench.report.gate import (
     parse_rules,
     run_gate,
 )
-from tests.report_fixtures import write_run
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = {"n_resamples": 500}

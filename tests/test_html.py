@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.report.compare import run_compare
-from bench.report.html import write_html_report
 from tests.report_fixtures import write_run
+from vae_bench.report.compare import run_compare
+from vae_bench.report.html import write_html_report
 
 DATA = Path(__file__).parent / "data"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -9,11 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import adapters
-from adapters import AdapterError, FrameRule, Preset
-from adapters.base import file_sha256
-from adapters.iv_vae import IVVAE, IVVAEConfig, IVVAEModel, save_state_dict
-from adapters.iv_vae.layers import GroupCausalConv3d, Resample, TailCache
+from vae_bench import adapters
+from vae_bench.adapters import AdapterError, FrameRule, Preset
+from vae_bench.adapters.base import file_sha256
+from vae_bench.adapters.iv_vae import IVVAE, IVVAEConfig, IVVAEModel, save_state_dict
+from vae_bench.adapters.iv_vae.layers import GroupCausalConv3d, Resample, TailCache
 
 TINY = {"z_dim": 4, "dim": 4}
 PRESET_NAMES = ("iv-vae-z4-dim64", "iv-vae-z8-dim64", "iv-vae-z16-dim64", "iv-vae-z16-dim96")

@@ -14,13 +14,18 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL
 from safetensors.torch import load_file, save_file
 
-import adapters
-from adapters import AdapterError, FrameRule, Preset
-from adapters.lite_vae import LiteAutoencoder, LiteVAE, lite_vae_config, save_state_dict
-from adapters.lite_vae.adapter import split_config
-from adapters.lite_vae.dwt import haar_dwt2, haar_dwt2_levels, haar_idwt2, haar_idwt2_levels
-from adapters.lite_vae.model import SMC
-from adapters.sd_vae import sd_config
+from vae_bench import adapters
+from vae_bench.adapters import AdapterError, FrameRule, Preset
+from vae_bench.adapters.lite_vae import LiteAutoencoder, LiteVAE, lite_vae_config, save_state_dict
+from vae_bench.adapters.lite_vae.adapter import split_config
+from vae_bench.adapters.lite_vae.dwt import (
+    haar_dwt2,
+    haar_dwt2_levels,
+    haar_idwt2,
+    haar_idwt2_levels,
+)
+from vae_bench.adapters.lite_vae.model import SMC
+from vae_bench.adapters.sd_vae import sd_config
 
 # Three DWT levels and four decoder levels (spatial factor 8, as released) at a sliver of the
 # width; the 8 -> 16 widths give the decoder's nin_shortcut convs as 128 -> 256 -> 512 does.

@@ -14,7 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from skimage.metrics import structural_similarity
 
-from bench.metrics import (
+from tests import official_reference as official
+from tests.distributed_helpers import spawn_gloo
+from vae_bench.metrics import (
     LPIPS,
     PSNR,
     SSIM,
@@ -23,8 +25,6 @@ from bench.metrics import (
     VideoMetric,
     build_metrics,
 )
-from tests import official_reference as official
-from tests.distributed_helpers import spawn_gloo
 
 # the lpips package passes torchvision's deprecated `pretrained=` argument
 pytestmark = pytest.mark.filterwarnings("ignore:.*(pretrained|weight enum).*:UserWarning")
@@ -234,7 +234,7 @@ def test_lpips_pretrained_backbone_loads_from_cache_only(
     # a stand-in SqueezeNet file (5 MB) placed where torchvision's cache keeps it
     from torchvision.models import squeezenet1_1
 
-    from bench.metrics.lpips import backbone_weights_path
+    from vae_bench.metrics.lpips import backbone_weights_path
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     path = backbone_weights_path("squeeze")
@@ -255,7 +255,7 @@ def test_lpips_pretrained_backbone_loads_from_cache_only(
 def test_lpips_corrupt_cached_weights_are_unavailable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bench.metrics.lpips import backbone_weights_path
+    from vae_bench.metrics.lpips import backbone_weights_path
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     path = backbone_weights_path("squeeze")

@@ -13,12 +13,12 @@ import torch
 from safetensors.torch import load_file
 from skimage.metrics import peak_signal_noise_ratio
 
-import adapters
-from adapters import AdapterError, Preset
-from adapters.base import file_sha256
-from adapters.od_vae import ODVAE, CausalVAEModel, TemporalTiles, tiling_gap
-from adapters.od_vae.blocks import TimeDownsample2x, TimeUpsample2x
-from adapters.od_vae.tiling import psnr
+from vae_bench import adapters
+from vae_bench.adapters import AdapterError, Preset
+from vae_bench.adapters.base import file_sha256
+from vae_bench.adapters.od_vae import ODVAE, CausalVAEModel, TemporalTiles, tiling_gap
+from vae_bench.adapters.od_vae.blocks import TimeDownsample2x, TimeUpsample2x
+from vae_bench.adapters.od_vae.tiling import psnr
 
 PRESET_NAMES = (
     "od-vae-4ch", "od-vae-v1.1-4ch", "od-vae-v1.0-4ch", "od-vae-variant1-4ch",

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.report.plots import memory_growth_exponent, plot_run
+from vae_bench.report.plots import memory_growth_exponent, plot_run
 
 FIGURES = [f"{kind}_vs_{axis}" for kind in ("quality", "throughput", "memory")
            for axis in ("resolution", "clip_length")]

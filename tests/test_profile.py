@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from bench import profile as prof
-from bench.profile import PhaseResult, profile_codec, profile_phase
+from vae_bench import profile as prof
+from vae_bench.profile import PhaseResult, profile_codec, profile_phase
 
 CPU = torch.device("cpu")
 MIB = 1024 * 1024

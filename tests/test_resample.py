@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from adapters import create_model
+from vae_bench.adapters import create_model
 
 
 def test_bicubic_f8_t4_latent_is_a_causal_4x8x8_latent() -> None:

@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from bench.results import CLIP_COLUMNS, RESULT_COLUMNS, read_results
-from bench.runner import plan, run_sweep
-from bench.sweep import SweepError, parse_sweep
+from vae_bench.results import CLIP_COLUMNS, RESULT_COLUMNS, read_results
+from vae_bench.runner import plan, run_sweep
+from vae_bench.sweep import SweepError, parse_sweep
 
 ROOT = Path(__file__).resolve().parent.parent
 VOLATILE = ["timestamp"]  # the only columns allowed to differ between identical runs
@@ -91,7 +91,7 @@ def test_rerun_skips_finished_cells(tmp_path, toy_preset):
 def _run_cli(sweep_file: Path, out: Path) -> subprocess.Popen:
     code = (
         "import sys; from tests.toy_vae import register_toy; register_toy();"
-        "from bench.cli import main; sys.exit(main(sys.argv[1:]))"
+        "from vae_bench.cli import main; sys.exit(main(sys.argv[1:]))"
     )
     return subprocess.Popen(
         [sys.executable, "-c", code, "run", str(sweep_file), "--out", str(out)],
@@ -223,8 +223,8 @@ def test_adapter_caveats_reach_the_quality_rows(tmp_path, toy_preset, monkeypatc
     cell's rows; an ordinary warning is not."""
     import warnings
 
-    from adapters.base import ResultWarning
     from tests.toy_vae import PoolVAE
+    from vae_bench.adapters.base import ResultWarning
 
     encode = PoolVAE._encode
 
@@ -284,8 +284,8 @@ def test_missing_i3d_weights_error_skip_or_random(tmp_path, toy_preset, missing)
 
 
 def test_tiled_modes_report_psnr_against_full_inference(tmp_path):
-    from adapters import register
     from tests.test_od_vae import tiny_preset
+    from vae_bench.adapters import register
 
     register(tiny_preset(), replace=True)
     sweep = tiny_sweep(

@@ -15,10 +15,10 @@ import torch
 from diffusers import AutoencoderKL
 from safetensors.torch import load_file, save_file
 
-import adapters
-from adapters import AdapterError, FrameRule, Preset
-from adapters.base import count_params
-from adapters.sd_vae import SDVAE, sd_config, split_config, tile_overlap_factor
+from vae_bench import adapters
+from vae_bench.adapters import AdapterError, FrameRule, Preset
+from vae_bench.adapters.base import count_params
+from vae_bench.adapters.sd_vae import SDVAE, sd_config, split_config, tile_overlap_factor
 
 # Four levels (spatial factor 8, as released) at a fraction of the width; the width change
 # 16 -> 32 gives the resnets shortcut convs, as the released 128 -> 256 -> 512 does.

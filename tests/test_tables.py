@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench.report.tables import (
+from vae_bench.report.tables import (
     FORMATS,
     LAYOUTS,
     TableError,
@@ -29,7 +29,7 @@ from bench.report.tables import (
     render,
     to_csv,
 )
-from bench.results import read_results
+from vae_bench.results import read_results
 
 DATA = Path(__file__).parent / "data"
 RESULTS = DATA / "results_paper.csv"

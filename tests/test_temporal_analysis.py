@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 import torch
 
-from adapters import FrameRule, InferenceMode, Preset, VAESpec, register
-from bench.report.temporal import plot_temporal, position_profile, read_frames
-from bench.results import read_results
-from bench.runner import run_sweep
-from bench.sweep import parse_sweep
 from tests.toy_vae import PoolVAE
+from vae_bench.adapters import FrameRule, InferenceMode, Preset, VAESpec, register
+from vae_bench.report.temporal import plot_temporal, position_profile, read_frames
+from vae_bench.results import read_results
+from vae_bench.runner import run_sweep
+from vae_bench.sweep import parse_sweep
 
 DEFECT_POSITION = 2  # frames 2 and 6 of a 9-frame clip (causal, 4x in time)
 CHUNK = 4  # temporal_chunks(4): frame 0, then blocks 1-4, 5-8: one seam, at frame 5

@@ -8,10 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from adapters import FrameRule, InferenceMode, VAESpec
-from bench.metrics import build_metrics
-from bench.metrics.flicker import Flicker
-from bench.seams import SeamDiscontinuity, SeamLayout, SeamPSNRDrop, build_seam_metrics, seam_layout
+from vae_bench.adapters import FrameRule, InferenceMode, VAESpec
+from vae_bench.metrics import build_metrics
+from vae_bench.metrics.flicker import Flicker
+from vae_bench.seams import (
+    SeamDiscontinuity,
+    SeamLayout,
+    SeamPSNRDrop,
+    build_seam_metrics,
+    seam_layout,
+)
 
 
 def numpy_flicker(target: np.ndarray, preds: np.ndarray) -> np.ndarray:

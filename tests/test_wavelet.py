@@ -11,7 +11,7 @@ import torch
 from skimage import data as skdata
 from skimage.transform import resize
 
-from adapters.wf_vae.wavelet import (
+from vae_bench.adapters.wf_vae.wavelet import (
     BANDS_2D,
     BANDS_3D,
     HAAR_3D_SCALE_EXACT,

@@ -10,12 +10,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-import adapters
-from adapters import AdapterError, Preset
-from adapters.base import file_sha256
-from adapters.spatial_tiling import _blend, tiled_decode, tiled_encode
-from adapters.wf_vae import WFVAE, WFVAEModel
-from adapters.wf_vae.layers import LayerNorm
+from vae_bench import adapters
+from vae_bench.adapters import AdapterError, Preset
+from vae_bench.adapters.base import file_sha256
+from vae_bench.adapters.spatial_tiling import _blend, tiled_decode, tiled_encode
+from vae_bench.adapters.wf_vae import WFVAE, WFVAEModel
+from vae_bench.adapters.wf_vae.layers import LayerNorm
 
 PRESET_NAMES = ("wf-vae-l-16ch", "wf-vae-s-8ch")
 TINY = {

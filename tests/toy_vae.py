@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from adapters import FrameRule, InferenceMode, Preset, VAESpec, VideoVAE, register
+from vae_bench.adapters import FrameRule, InferenceMode, Preset, VAESpec, VideoVAE, register
 
 
 class PoolVAE(VideoVAE):
@@ -70,7 +70,7 @@ def register_toy() -> None:
 
 
 if __name__ == "__main__":
-    from bench.cli import main
+    from vae_bench.cli import main
 
     register_toy()
     sys.exit(main())

@@ -6,8 +6,8 @@ the released ``.pth`` files and strict loading; ``adapter``: the suite's ``Video
 the presets of the four released models.
 """
 
-from adapters.iv_vae.adapter import IVVAE, PRESETS
-from adapters.iv_vae.checkpoint import save_state_dict
-from adapters.iv_vae.model import IVVAEConfig, IVVAEModel
+from vae_bench.adapters.iv_vae.adapter import IVVAE, PRESETS
+from vae_bench.adapters.iv_vae.checkpoint import save_state_dict
+from vae_bench.adapters.iv_vae.model import IVVAEConfig, IVVAEModel
 
 __all__ = ["IVVAE", "PRESETS", "IVVAEConfig", "IVVAEModel", "save_state_dict"]

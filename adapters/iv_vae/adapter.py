@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from adapters.base import (
+from vae_bench.adapters.base import (
     RANDOM_WEIGHTS,
     AdapterError,
     FrameRule,
@@ -31,9 +31,9 @@ from adapters.base import (
     count_params,
     file_sha256,
 )
-from adapters.iv_vae.checkpoint import load_strict, read_state_dict, weights_file
-from adapters.iv_vae.model import SPATIAL_FACTOR, TEMPORAL_FACTOR, IVVAEConfig, IVVAEModel
-from adapters.sampling import cpu_seeded_sample, seeded_build
+from vae_bench.adapters.iv_vae.checkpoint import load_strict, read_state_dict, weights_file
+from vae_bench.adapters.iv_vae.model import SPATIAL_FACTOR, TEMPORAL_FACTOR, IVVAEConfig, IVVAEModel
+from vae_bench.adapters.sampling import cpu_seeded_sample, seeded_build
 
 FAMILY = "iv-vae"
 RANDOM_SEED = 0  # from_config: two random builds of one preset are identical

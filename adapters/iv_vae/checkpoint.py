@@ -17,9 +17,9 @@ from typing import Any
 
 import torch
 
-from adapters.base import AdapterError
-from adapters.checkpoints import COUNTS, check_state_dict, listing, model_shapes, shapes
-from adapters.iv_vae.model import IVVAEConfig, IVVAEModel
+from vae_bench.adapters.base import AdapterError
+from vae_bench.adapters.checkpoints import COUNTS, check_state_dict, listing, model_shapes, shapes
+from vae_bench.adapters.iv_vae.model import IVVAEConfig, IVVAEModel
 
 SUFFIX = ".pth"
 

@@ -25,8 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from adapters.base import AdapterError
-from adapters.iv_vae.layers import (
+from vae_bench.adapters.base import AdapterError
+from vae_bench.adapters.iv_vae.layers import (
     PyramidHead,
     Resample,
     ResidualBlock2d,

@@ -5,9 +5,9 @@ names); ``checkpoint``: strict reading and writing of the release's files; ``ada
 suite's ``VideoVAE`` (frame by frame) and the presets.
 """
 
-from adapters.lite_vae.adapter import PRESETS, LiteVAE, lite_vae_config
-from adapters.lite_vae.checkpoint import save_state_dict
-from adapters.lite_vae.model import LiteAutoencoder, LiteVAEConfig
+from vae_bench.adapters.lite_vae.adapter import PRESETS, LiteVAE, lite_vae_config
+from vae_bench.adapters.lite_vae.checkpoint import save_state_dict
+from vae_bench.adapters.lite_vae.model import LiteAutoencoder, LiteVAEConfig
 
 __all__ = [
     "PRESETS",

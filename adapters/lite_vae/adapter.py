@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from adapters.base import (
+from vae_bench.adapters.base import (
     RANDOM_WEIGHTS,
     AdapterError,
     FrameRule,
@@ -39,11 +39,11 @@ from adapters.base import (
     VideoVAE,
     file_sha256,
 )
-from adapters.checkpoints import TOTALS, check_state_dict, model_shapes, shapes
-from adapters.frames import DEFAULT_FRAME_BATCH, frame_batch_of, per_frame
-from adapters.lite_vae.checkpoint import read_state_dict, weights_file
-from adapters.lite_vae.model import LiteAutoencoder, LiteVAEConfig
-from adapters.sampling import cpu_seeded_sample, seeded_build
+from vae_bench.adapters.checkpoints import TOTALS, check_state_dict, model_shapes, shapes
+from vae_bench.adapters.frames import DEFAULT_FRAME_BATCH, frame_batch_of, per_frame
+from vae_bench.adapters.lite_vae.checkpoint import read_state_dict, weights_file
+from vae_bench.adapters.lite_vae.model import LiteAutoencoder, LiteVAEConfig
+from vae_bench.adapters.sampling import cpu_seeded_sample, seeded_build
 
 FAMILY = "lite-vae"
 RANDOM_SEED = 0  # from_config: two random builds of one preset are identical

@@ -21,8 +21,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from adapters.base import AdapterError
-from adapters.checkpoints import listing, torch_load
+from vae_bench.adapters.base import AdapterError
+from vae_bench.adapters.checkpoints import listing, torch_load
 
 WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 # Parts of a training checkpoint that are not the autoencoder.

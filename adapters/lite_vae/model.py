@@ -4,11 +4,11 @@ The state-dict keys are those of open-litevae's ``LiteAutoencoderKL`` (``encoder
 ``decoder.*`` and, only when ``use_quant``, ``quantizer.quant_conv.*`` /
 ``quantizer.post_quant_conv.*``), so the released file loads without renaming.
 
-Encoder: a ``levels``-level Haar DWT (:mod:`adapters.lite_vae.dwt`); one :class:`FeatureUNet`
-per level on that level's four sub-bands (``4 * in_channels`` in and out), each average-pooled
-to the latent resolution ``H / 2**levels``; the level features concatenated and passed
-through an aggregator :class:`FeatureUNet` that gives the posterior moments (mean and log
-variance). The UNets change width only (1x1 convolutions), never resolution.
+Encoder: a ``levels``-level Haar DWT (:mod:`vae_bench.adapters.lite_vae.dwt`); one
+:class:`FeatureUNet` per level on that level's four sub-bands (``4 * in_channels`` in and
+out), each average-pooled to the latent resolution ``H / 2**levels``; the level features
+concatenated and passed through an aggregator :class:`FeatureUNet` that gives the posterior
+moments (mean and log variance). The UNets change width only (1x1 convolutions), never resolution.
 
 Decoder: Stable Diffusion's decoder layout with every conv + group norm pair replaced by a
 self-modulated convolution (:class:`SMC`), no attention, ``blocks + 1`` resnets in the middle
@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adapters.lite_vae.dwt import haar_dwt2_levels
+from vae_bench.adapters.lite_vae.dwt import haar_dwt2_levels
 
 NORM_GROUPS = 8  # the group count of the encoder's group norms in the release
 SMC_EPS = 1e-8  # the demodulation epsilon of the release

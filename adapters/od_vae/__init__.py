@@ -7,9 +7,9 @@ strict loading of both release layouts; ``tiling``: the release's temporal tilin
 tiled-vs-full measure; ``adapter``: the suite's ``VideoVAE`` and the presets.
 """
 
-from adapters.od_vae.adapter import ODVAE, PRESETS, release_config
-from adapters.od_vae.model import CausalVAEModel
-from adapters.od_vae.tiling import TemporalTiles, TilingGap, tiling_gap
+from vae_bench.adapters.od_vae.adapter import ODVAE, PRESETS, release_config
+from vae_bench.adapters.od_vae.model import CausalVAEModel
+from vae_bench.adapters.od_vae.tiling import TemporalTiles, TilingGap, tiling_gap
 
 __all__ = [
     "ODVAE",

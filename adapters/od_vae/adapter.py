@@ -4,7 +4,7 @@ Inference modes, each the release's own, each recorded separately:
 
 - ``full``: the whole clip in one pass.
 - ``temporal_chunks(size, overlap)``: the release's temporal tiling (windows sharing their
-  boundary frame, no blending; see :mod:`adapters.od_vae.tiling`); frames run whole.
+  boundary frame, no blending; see :mod:`vae_bench.adapters.od_vae.tiling`); frames run whole.
 - ``spatial_tiles(size, overlap)``: the release's ``tiled_encode2d``/``tiled_decode2d``
   (tiles of ``size`` pixels every ``size - overlap``, linear cross-fade over ``overlap``);
   the release's settings are ``spatial_tiles(512, 64)`` (overlap factor 0.125). As in the
@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from adapters.base import (
+from vae_bench.adapters.base import (
     RANDOM_WEIGHTS,
     AdapterError,
     FrameRule,
@@ -30,16 +30,16 @@ from adapters.base import (
     count_params,
     file_sha256,
 )
-from adapters.od_vae.checkpoint import (
+from vae_bench.adapters.od_vae.checkpoint import (
     LoadReport,
     architecture_differences,
     load_model,
     split_config,
 )
-from adapters.od_vae.model import CausalVAEModel
-from adapters.od_vae.tiling import TemporalTiles, decode_chunks, encode_chunks
-from adapters.sampling import GaussianVideoVAE, seeded_build
-from adapters.spatial_tiling import tiled_decode, tiled_encode
+from vae_bench.adapters.od_vae.model import CausalVAEModel
+from vae_bench.adapters.od_vae.tiling import TemporalTiles, decode_chunks, encode_chunks
+from vae_bench.adapters.sampling import GaussianVideoVAE, seeded_build
+from vae_bench.adapters.spatial_tiling import tiled_decode, tiled_encode
 
 FAMILY = "od-vae"
 RANDOM_SEED = 0
@@ -143,7 +143,7 @@ class ODVAE(GaussianVideoVAE):
 
     @classmethod
     def from_pretrained(cls, path: str | Path, preset: Preset, use_ema: bool = True) -> ODVAE:
-        """The release's files at ``path`` (see :mod:`adapters.od_vae.checkpoint`), which
+        """The release's files at ``path`` (see :mod:`vae_bench.adapters.od_vae.checkpoint`), which
         must describe the preset's architecture (a different one is named, not relabelled).
 
         ``use_ema=False`` reads a training checkpoint's ``state_dict`` instead of its EMA

@@ -2,7 +2,7 @@
 resampling (Open-Sora Plan v1.0/v1.1 layouts) and the older attention blocks.
 
 The blocks WF-VAE uses too (causal 3D convolution, ResNet blocks, ``AttnBlock3DFix``,
-``Downsample``, ``Spatial2xTime2x3D*``) come from :mod:`adapters.wf_vae.layers`: the maths
+``Downsample``, ``Spatial2xTime2x3D*``) come from :mod:`vae_bench.adapters.wf_vae.layers`: the maths
 and the state-dict names are the same. Attribute names here are the release's, because
 they are checkpoint keys (``conv.conv.weight``, ``mix_factor``...).
 """
@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adapters.wf_vae.layers import AttnBlock3DFix, CausalConv3d, normalization, per_frame
+from vae_bench.adapters.wf_vae.layers import AttnBlock3DFix, CausalConv3d, normalization, per_frame
 
 
 def _prepend_first(x: torch.Tensor, copies: int) -> torch.Tensor:

@@ -27,8 +27,8 @@ from typing import Any
 
 import torch
 
-from adapters.base import AdapterError
-from adapters.checkpoints import (
+from vae_bench.adapters.base import AdapterError
+from vae_bench.adapters.checkpoints import (
     COUNTS,
     LoadReport,
     check_state_dict,
@@ -37,7 +37,7 @@ from adapters.checkpoints import (
     read_state_dict,
     shapes,
 )
-from adapters.od_vae.model import CausalVAEModel
+from vae_bench.adapters.od_vae.model import CausalVAEModel
 
 CONFIG_NAME = "config.json"
 CLASS_NAME = "CausalVAEModel"

@@ -27,8 +27,8 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from adapters.base import AdapterError
-from adapters.od_vae.blocks import (
+from vae_bench.adapters.base import AdapterError
+from vae_bench.adapters.od_vae.blocks import (
     AttnBlock,
     AttnBlock3D,
     SpatialDownsample2x,
@@ -38,7 +38,7 @@ from adapters.od_vae.blocks import (
     TimeUpsample2x,
     TimeUpsampleRes2x,
 )
-from adapters.wf_vae.layers import (
+from vae_bench.adapters.wf_vae.layers import (
     NORM_TYPES,
     AttnBlock3DFix,
     CausalConv3d,

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from adapters.base import AdapterError
+from vae_bench.adapters.base import AdapterError
 
 Fn = Callable[[torch.Tensor], torch.Tensor]
 

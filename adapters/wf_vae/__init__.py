@@ -3,11 +3,11 @@
 ``model``: the network (``WFVAEModel``, the release's config keys and state-dict names);
 ``wavelet``: Haar transforms; ``layers``: blocks; ``checkpoint``: strict loading;
 ``adapter``: the suite's ``VideoVAE`` and the presets (spatial tiles come from
-:mod:`adapters.spatial_tiling`, shared with OD-VAE).
+:mod:`vae_bench.adapters.spatial_tiling`, shared with OD-VAE).
 """
 
-from adapters.sampling import DiagonalGaussian
-from adapters.wf_vae.adapter import PRESETS, WFVAE
-from adapters.wf_vae.model import WFVAEModel
+from vae_bench.adapters.sampling import DiagonalGaussian
+from vae_bench.adapters.wf_vae.adapter import PRESETS, WFVAE
+from vae_bench.adapters.wf_vae.model import WFVAEModel
 
 __all__ = ["PRESETS", "WFVAE", "DiagonalGaussian", "WFVAEModel"]

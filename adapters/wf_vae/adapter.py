@@ -11,7 +11,7 @@ Inference modes:
   README's tiling warning) the mode fails with a clear error, as the release fails.
   ``overlap`` must be 0: the cache replaces overlap.
 - ``spatial_tiles(size, overlap)``: the released WF-VAE has none; this is the tiling of
-  the same repository's OD-VAE (see :mod:`adapters.spatial_tiling`), seams included.
+  the same repository's OD-VAE (see :mod:`vae_bench.adapters.spatial_tiling`), seams included.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from adapters.base import (
+from vae_bench.adapters.base import (
     RANDOM_WEIGHTS,
     AdapterError,
     FrameRule,
@@ -32,10 +32,10 @@ from adapters.base import (
     count_params,
     file_sha256,
 )
-from adapters.sampling import GaussianVideoVAE, seeded_build
-from adapters.spatial_tiling import tiled_decode, tiled_encode
-from adapters.wf_vae.checkpoint import LoadReport, load_model
-from adapters.wf_vae.model import SPATIAL_FACTOR, TEMPORAL_FACTOR, WFVAEModel
+from vae_bench.adapters.sampling import GaussianVideoVAE, seeded_build
+from vae_bench.adapters.spatial_tiling import tiled_decode, tiled_encode
+from vae_bench.adapters.wf_vae.checkpoint import LoadReport, load_model
+from vae_bench.adapters.wf_vae.model import SPATIAL_FACTOR, TEMPORAL_FACTOR, WFVAEModel
 
 RANDOM_SEED = 0
 MODES = ("full", "temporal_chunks", "spatial_tiles")
@@ -140,7 +140,7 @@ class WFVAE(GaussianVideoVAE):
 
     @classmethod
     def from_pretrained(cls, path: str | Path, preset: Preset, use_ema: bool = True) -> WFVAE:
-        """The release's files at ``path`` (see :mod:`adapters.wf_vae.checkpoint`).
+        """The release's files at ``path`` (see :mod:`vae_bench.adapters.wf_vae.checkpoint`).
 
         ``use_ema=False`` reads a training checkpoint's ``state_dict`` instead of its
         EMA weights (the release's ``NOT_USE_EMA_MODEL``).

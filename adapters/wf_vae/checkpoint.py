@@ -27,8 +27,8 @@ from typing import Any
 
 import torch
 
-from adapters.base import AdapterError
-from adapters.checkpoints import (
+from vae_bench.adapters.base import AdapterError
+from vae_bench.adapters.checkpoints import (
     COUNTS,
     LoadReport,
     check_state_dict,
@@ -37,8 +37,8 @@ from adapters.checkpoints import (
     read_state_dict,
     shapes,
 )
-from adapters.wf_vae.model import WFVAEModel
-from adapters.wf_vae.wavelet import HAAR_MODULES
+from vae_bench.adapters.wf_vae.model import WFVAEModel
+from vae_bench.adapters.wf_vae.wavelet import HAAR_MODULES
 
 CONFIG_NAME = "config.json"
 _OPEN_SORA_SPELLING = re.compile(r"^(encoder|decoder)\.(inverse_)?wavelet_tranform_")

@@ -22,9 +22,9 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from adapters.base import AdapterError
-from adapters.sampling import DiagonalGaussian
-from adapters.wf_vae.layers import (
+from vae_bench.adapters.base import AdapterError
+from vae_bench.adapters.sampling import DiagonalGaussian
+from vae_bench.adapters.wf_vae.layers import (
     NORM_TYPES,
     AttnBlock3DFix,
     CausalConv3d,
@@ -39,7 +39,7 @@ from adapters.wf_vae.layers import (
     normalization,
     swish,
 )
-from adapters.wf_vae.wavelet import Haar2D, Haar3D, InverseHaar2D, InverseHaar3D
+from vae_bench.adapters.wf_vae.wavelet import Haar2D, Haar3D, InverseHaar2D, InverseHaar3D
 
 TEMPORAL_FACTOR = 4
 SPATIAL_FACTOR = 8

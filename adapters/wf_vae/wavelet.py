@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adapters.wf_vae.layers import CausalStreaming
+from vae_bench.adapters.wf_vae.layers import CausalStreaming
 
 HAAR_2D_SCALE = 0.5
 HAAR_3D_SCALE_EXACT = 2.0**-1.5

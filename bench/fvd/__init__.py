@@ -7,8 +7,8 @@ preprocessing; ``StatsCache`` keeps the originals' statistics between runs.
 
 from __future__ import annotations
 
-from bench.fvd.cache import CACHE_ENV, StatsCache, cache_dir, stats_key
-from bench.fvd.extractors import (
+from vae_bench.fvd.cache import CACHE_ENV, StatsCache, cache_dir, stats_key
+from vae_bench.fvd.extractors import (
     EXTRACTORS,
     RANDOM,
     FeatureExtractor,
@@ -17,15 +17,15 @@ from bench.fvd.extractors import (
     random_i3d,
     resolve_weights,
 )
-from bench.fvd.frechet import (
+from vae_bench.fvd.frechet import (
     FeatureStats,
     frechet_distance,
     frechet_distance_stats,
     sqrtm_psd,
     trace_sqrt_product,
 )
-from bench.fvd.i3d import MIN_FRAMES, MIN_SIZE, InceptionI3d
-from bench.fvd.rfvd import RFVD, SmallSampleWarning, batch_frechet_distance
+from vae_bench.fvd.i3d import MIN_FRAMES, MIN_SIZE, InceptionI3d
+from vae_bench.fvd.rfvd import RFVD, SmallSampleWarning, batch_frechet_distance
 
 __all__ = [
     "CACHE_ENV",

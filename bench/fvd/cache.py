@@ -13,7 +13,7 @@ import os
 import re
 from pathlib import Path
 
-from bench.fvd.frechet import FeatureStats
+from vae_bench.fvd.frechet import FeatureStats
 
 CACHE_ENV = "VAE_BENCH_CACHE"
 

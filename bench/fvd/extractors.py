@@ -35,9 +35,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bench.fvd.cache import CACHE_ENV, cache_dir
-from bench.fvd.i3d import MIN_FRAMES, NUM_CLASSES, InceptionI3d
-from bench.metrics import MetricUnavailable
+from vae_bench.fvd.cache import CACHE_ENV, cache_dir
+from vae_bench.fvd.i3d import MIN_FRAMES, NUM_CLASSES, InceptionI3d
+from vae_bench.metrics import MetricUnavailable
 
 ResizeMode = Literal["short-side-crop", "stretch"]
 RESIZE_MODES: tuple[str, ...] = ("short-side-crop", "stretch")

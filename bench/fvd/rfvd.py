@@ -29,9 +29,9 @@ import torch
 from torch import Tensor
 from torchmetrics.utilities import dim_zero_cat
 
-from bench.fvd.extractors import FeatureExtractor, ResizeMode, build_extractor
-from bench.fvd.frechet import FeatureStats, frechet_distance_stats
-from bench.metrics.base import RankSafeMetric, synced
+from vae_bench.fvd.extractors import FeatureExtractor, ResizeMode, build_extractor
+from vae_bench.fvd.frechet import FeatureStats, frechet_distance_stats
+from vae_bench.metrics.base import RankSafeMetric, synced
 
 
 class SmallSampleWarning(UserWarning):

@@ -10,11 +10,11 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from bench.metrics.base import MetricUnavailable, VideoMetric
-from bench.metrics.flicker import Flicker
-from bench.metrics.lpips import LPIPS
-from bench.metrics.psnr import PSNR, ClipPSNR
-from bench.metrics.ssim import SSIM
+from vae_bench.metrics.base import MetricUnavailable, VideoMetric
+from vae_bench.metrics.flicker import Flicker
+from vae_bench.metrics.lpips import LPIPS
+from vae_bench.metrics.psnr import PSNR, ClipPSNR
+from vae_bench.metrics.ssim import SSIM
 
 __all__ = [
     "Flicker",

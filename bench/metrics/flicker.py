@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from bench.metrics.base import VideoMetric, check_videos
+from vae_bench.metrics.base import VideoMetric, check_videos
 
 
 def frame_change_error(target: Tensor, preds: Tensor) -> Tensor:

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from bench.metrics.base import MetricUnavailable, VideoMetric
+from vae_bench.metrics.base import MetricUnavailable, VideoMetric
 
 NETS = ("alex", "vgg", "squeeze")
 # smallest frame side each backbone's pooling stack accepts

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from bench.metrics.base import VideoMetric
+from vae_bench.metrics.base import VideoMetric
 
 
 def frame_mse(target: Tensor, preds: Tensor) -> Tensor:

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from bench.metrics.base import VideoMetric
+from vae_bench.metrics.base import VideoMetric
 
 WINDOW = 11
 SIGMA = 1.5

@@ -22,9 +22,9 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from bench.report.stats import BootstrapCI, bootstrap_mean_ci, paired_deltas
-from bench.report.tables import key_text, metric_info
-from bench.results import CLIP_COLUMNS, atomic_write_text, read_results
+from vae_bench.report.stats import BootstrapCI, bootstrap_mean_ci, paired_deltas
+from vae_bench.report.tables import key_text, metric_info
+from vae_bench.results import CLIP_COLUMNS, atomic_write_text, read_results
 
 SELECT_KEYS = ("model", "weights", "dtype", "mode")
 #: Columns that must agree for two clips to be a pair (the clip itself and its settings).

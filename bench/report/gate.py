@@ -23,9 +23,9 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from bench.report.compare import RunData, load_run, pair_clips, quality_deltas
-from bench.report.tables import key_text, metric_info
-from bench.results import atomic_write_text
+from vae_bench.report.compare import RunData, load_run, pair_clips, quality_deltas
+from vae_bench.report.tables import key_text, metric_info
+from vae_bench.results import atomic_write_text
 
 PASS, FAIL, WARN, INFO = "pass", "fail", "warn", "info"
 DIRECTIONS = ("higher", "lower")

@@ -17,14 +17,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.report.tables import (
+from vae_bench.report.tables import (
     LAYOUTS,
     Table,
     TableError,
     TableOptions,
     build_table,
 )
-from bench.results import atomic_write_text, read_results
+from vae_bench.results import atomic_write_text, read_results
 
 DEFAULT_LAYOUTS = ("wf-vae", "quality", "efficiency")
 _STYLE = """
@@ -171,8 +171,8 @@ def render_html(
         plots = Path(plots_dir) if plots_dir is not None else run_dir / "plots"
         pngs = sorted(plots.glob("*.png")) if plots.is_dir() else []
         if not pngs:
-            from bench.report.plots import plot_run
-            from bench.report.temporal import read_frames
+            from vae_bench.report.plots import plot_run
+            from vae_bench.report.temporal import read_frames
 
             drawn = plot_run(results, Path(scratch), frames=read_frames(run_dir))
             pngs = sorted(p for p in drawn if p.suffix == ".png")

@@ -361,11 +361,11 @@ def plot_run(
 
     Figures (each as PNG and SVG): ``quality_vs_resolution``, ``quality_vs_clip_length``,
     ``throughput_vs_resolution``, ``throughput_vs_clip_length``, ``memory_vs_resolution``,
-    ``memory_vs_clip_length``, and the temporal ones of :mod:`bench.report.temporal`
+    ``memory_vs_clip_length``, and the temporal ones of :mod:`vae_bench.report.temporal`
     (those by frame and group position need ``frames``, the run's ``frames.csv``).
     A figure without any ok rows of its kind is not written.
     """
-    from bench.report.temporal import plot_temporal
+    from vae_bench.report.temporal import plot_temporal
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

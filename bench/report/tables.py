@@ -292,7 +292,7 @@ def latent_channels(model: str, *, build: bool = False) -> tuple[int | None, str
     ...); building a large model only to read its spec would cost seconds to minutes
     and gigabytes, so that happens only with ``build=True`` (random weights).
     """
-    from adapters import AdapterError, get_preset
+    from vae_bench.adapters import AdapterError, get_preset
 
     try:
         preset = get_preset(model)
@@ -582,7 +582,7 @@ def _expand(layout: Layout, datasets: Sequence[str],
 
 def build_table(results: pd.DataFrame, layout: str | Layout = "wf-vae",
                 options: TableOptions | None = None) -> Table:
-    """Build ``layout`` from a results table (``bench.results.read_results``)."""
+    """Build ``layout`` from a results table (``vae_bench.results.read_results``)."""
     options = options or TableOptions()
     layout = get_layout(layout) if isinstance(layout, str) else layout
     _check_columns(results)
@@ -934,7 +934,7 @@ def make_table(
     output: str | Path | None = None,
 ) -> str:
     """``vae-bench table``: read a run (directory or results.csv), render, optionally write."""
-    from bench.results import read_results
+    from vae_bench.results import read_results
 
     if fmt not in FORMATS:
         raise TableError(f"format {fmt!r} unknown; allowed: {', '.join(FORMATS)}")
@@ -946,7 +946,7 @@ def make_table(
     )  # fmt: skip
     text = render(build_table(read_results(results), layout, options), fmt)
     if output is not None:
-        from bench.results import atomic_write_text
+        from vae_bench.results import atomic_write_text
 
         atomic_write_text(Path(output), text)
     return text

@@ -201,7 +201,7 @@ def plot_temporal(
     ``quality_by_frame`` and ``quality_by_group_position`` (from ``frames``), ``flicker``
     (mean over clips per model and mode, 95% CI) and ``seams`` (seam metrics per mode).
     """
-    from bench.report.plots import _ok_rows
+    from vae_bench.report.plots import _ok_rows
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -219,6 +219,6 @@ def plot_temporal(
 
 
 def _save(fig: Figure, out_dir: Path, name: str) -> list[Path]:
-    from bench.report.plots import _save as save
+    from vae_bench.report.plots import _save as save
 
     return save(fig, out_dir, name)

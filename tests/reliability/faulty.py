@@ -14,8 +14,8 @@ import av
 import numpy as np
 import torch
 
-from adapters import FrameRule, InferenceMode, Preset, register
 from tests.toy_vae import PoolVAE
+from vae_bench.adapters import FrameRule, InferenceMode, Preset, register
 
 # Weak references to the working tensors of failed calls: the runner must have let them
 # go before the next cell runs.

@@ -17,11 +17,11 @@ import pytest
 import torch
 import yaml
 
-from bench.data import Clip, FolderConfig, FolderDataset, SkippedClip
-from bench.results import read_results
-from bench.runner import run_sweep
-from bench.sweep import parse_sweep
 from tests.reliability.faulty import level, write_audio_only, write_video
+from vae_bench.data import Clip, FolderConfig, FolderDataset, SkippedClip
+from vae_bench.results import read_results
+from vae_bench.runner import run_sweep
+from vae_bench.sweep import parse_sweep
 
 INVALID = "[Errno 1094995529] Invalid data found when processing input"
 HINT = "(corrupt, truncated, or not a video file)"

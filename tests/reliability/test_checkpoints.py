@@ -18,9 +18,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from adapters import AdapterError, Preset
-from adapters.iv_vae import save_state_dict as save_iv
-from adapters.lite_vae import save_state_dict as save_lite
+from vae_bench.adapters import AdapterError, Preset
+from vae_bench.adapters.iv_vae import save_state_dict as save_iv
+from vae_bench.adapters.lite_vae import save_state_dict as save_lite
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bench.cli import main
 from tests.reliability.faulty import faulty_preset
+from vae_bench.cli import main
 
 BASE = {
     "name": "cfg", "device": "cpu", "models": ["toy-pool"], "resolutions": [16], "frames": [5],
@@ -110,7 +110,8 @@ def test_invalid_sweep_files(tmp_path, capsys, text, problem):
 def test_missing_sweep_file_and_bad_run_name(tmp_path, capsys):
     assert main(["run", str(tmp_path / "absent.yaml")]) == 2
     assert capsys.readouterr().err.strip() == (
-        f"vae-bench: error: sweep file not found: {tmp_path / 'absent.yaml'}"
+        f"vae-bench: error: sweep file not found: {tmp_path / 'absent.yaml'} (neither a path "
+        "nor a shipped sweep; `vae-bench list --sweeps` lists the shipped ones)"
     )
     code, err = run(tmp_path, capsys, BASE, "--name", "a/b")
     assert code == 2 and err == f"vae-bench: error: command line: --name: 'a/b' {NAME_RULE}"

@@ -14,12 +14,12 @@ import pandas as pd
 import pytest
 from skimage.metrics import peak_signal_noise_ratio
 
-import bench.runner
-from bench.results import read_results
-from bench.runner import run_sweep
-from bench.sweep import parse_sweep
-from bench.synthetic import SyntheticDataset
 from tests.reliability.faulty import FAILED_CALL_TENSORS, faulty_preset
+from vae_bench import runner as bench_runner
+from vae_bench.results import read_results
+from vae_bench.runner import run_sweep
+from vae_bench.sweep import parse_sweep
+from vae_bench.synthetic import SyntheticDataset
 
 CUDA_TEXT = "CUDA out of memory. Tried to allocate 20.00 GiB (GPU 0; 79.10 GiB total capacity)"
 
@@ -39,13 +39,13 @@ def freed(monkeypatch):
     """Records, at each allocator clean-up, whether every failed call's tensors are gone."""
     FAILED_CALL_TENSORS.clear()
     seen: list[bool] = []
-    free = bench.runner._free
+    free = bench_runner._free
 
     def spy(device):
         free(device)
         seen.append(all(ref() is None for ref in FAILED_CALL_TENSORS))
 
-    monkeypatch.setattr(bench.runner, "_free", spy)
+    monkeypatch.setattr(bench_runner, "_free", spy)
     return seen
 
 
@@ -159,14 +159,14 @@ def test_an_unexpected_exception_in_a_cell_is_an_error_row_and_the_run_goes_on(
 ):
     """A bug in one adapter (here a TypeError) must not end a long run."""
     faulty_preset("faulty")
-    original = bench.runner.run_quality
+    original = bench_runner.run_quality
 
     def flaky(cell, *args):
         if cell.height == 32:
             raise TypeError("unsupported operand type(s) for +: 'Tensor' and 'NoneType'")
         return original(cell, *args)
 
-    monkeypatch.setattr(bench.runner, "run_quality", flaky)
+    monkeypatch.setattr(bench_runner, "run_quality", flaky)
     data = sweep({"preset": "faulty", "quality": True, "efficiency": False})
     results = read_results(run_sweep(parse_sweep(data), tmp_path, plots=False))
     failed = results[results.height == 32].iloc[0]

@@ -11,10 +11,17 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bench.data import Clip, DatasetError, FolderConfig, FolderDataset, SkippedClip, load_datasets
-from bench.runner import plan
-from bench.sweep import SweepError, load_sweep, parse_sweep
 from tests.reliability.faulty import write_video
+from vae_bench.data import (
+    Clip,
+    DatasetError,
+    FolderConfig,
+    FolderDataset,
+    SkippedClip,
+    load_datasets,
+)
+from vae_bench.runner import plan
+from vae_bench.sweep import SweepError, load_sweep, parse_sweep
 
 FUZZ = settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]

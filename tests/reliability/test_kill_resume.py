@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from bench.results import RunStore, csv_damage, read_results
+from vae_bench.results import RunStore, csv_damage, read_results
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN = "kill"
@@ -42,7 +42,7 @@ def start(sweep_file: Path, out: Path) -> subprocess.Popen:
     """``vae-bench run`` in a fresh interpreter, with the toy model registered."""
     code = (
         "import sys; from tests.toy_vae import register_toy; register_toy();"
-        "from bench.cli import main; sys.exit(main(sys.argv[1:]))"
+        "from vae_bench.cli import main; sys.exit(main(sys.argv[1:]))"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(
@@ -174,8 +174,8 @@ def test_power_loss_leftovers_are_repaired_on_rerun(
     a merged CSV and a cell part cut mid-line, a cell part lost; the rerun repairs them."""
     import shutil
 
-    from bench.runner import run_sweep
-    from bench.sweep import load_sweep
+    from vae_bench.runner import run_sweep
+    from vae_bench.sweep import load_sweep
 
     run_dir = tmp_path / RUN
     shutil.copytree(reference, run_dir)
