@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -58,6 +59,30 @@ def tests(session: nox.Session) -> None:
     """The test suite (CPU, minutes)."""
     bin_dir = shared_env(session)
     session.run(str(bin_dir / "python"), "-m", "pytest", *session.posargs, external=True)
+
+
+@nox.session(venv_backend="none")
+def wheel(session: nox.Session) -> None:
+    """What a `pip install` user gets: build the wheel, install it into a fresh venv with
+    the constraints (no checkout on its path), run the default sweep from an empty folder.
+
+    The run lands in .nox/wheel-check/run/reports/default (`nox -s gate` can gate it).
+    """
+    bin_dir = shared_env(session)
+    work = ROOT / ".nox" / "wheel-check"
+    shutil.rmtree(work, ignore_errors=True)
+    dist, venv, run_dir = work / "dist", work / "venv", work / "run"
+    session.run(str(bin_dir / "python"), "-m", "pip", "wheel", "--no-deps",
+                "--no-build-isolation", "-w", str(dist), str(ROOT), external=True)  # fmt: skip
+    (built,) = dist.glob("vae_bench-*.whl")
+    session.run(sys.executable, "-m", "venv", str(venv), external=True)
+    venv_bin = venv / ("Scripts" if os.name == "nt" else "bin")
+    session.run(str(venv_bin / "python"), "-m", "pip", "install", "--quiet",
+                "-c", str(ROOT / "constraints.txt"), str(built), external=True)  # fmt: skip
+    run_dir.mkdir()
+    session.chdir(run_dir)
+    args = session.posargs or ["default", "--no-plots"]
+    session.run(str(venv_bin / "vae-bench"), "run", *args, external=True)
 
 
 @nox.session(venv_backend="none")
