@@ -188,26 +188,24 @@ def check_hint(span: str) -> None:
     """Fail unless ``span`` is something a user can type (see the module docstring)."""
     span = span.strip()
     words = span.split()
-    if all(PLACEHOLDER.match(w) for w in words):
-        return  # a value shown in quotes, e.g. a run's name
-    if words[0] == "vae-bench":
-        return _check_command(span)
-    if span.startswith("--"):
-        assert words[0] in ALL_FLAGS, f"no CLI flag {words[0]}"
-        return None
     snippet = re.fullmatch(r"([a-z_]+(?:\.[a-z_]+)?)(?::\s*(.+))?", span)
-    if snippet and (":" in span or "." in span):
-        return _check_sweep_snippet(snippet[1], snippet[2])
-    if re.fullmatch(r"[A-Za-z_]\w*\(.*=.*\)", span):
-        return _check_call(span)
-    if re.fullmatch(r"[a-z_]+\(.*\)", span):  # an inference mode; N stands for a number
+    if all(PLACEHOLDER.match(w) for w in words):
+        pass  # a value shown in quotes, e.g. a run's name
+    elif words[0] == "vae-bench":
+        _check_command(span)
+    elif span.startswith("--"):
+        assert words[0] in ALL_FLAGS, f"no CLI flag {words[0]}"
+    elif snippet and (":" in span or "." in span):
+        _check_sweep_snippet(snippet[1], snippet[2])
+    elif re.fullmatch(r"[A-Za-z_]\w*\(.*=.*\)", span):
+        _check_call(span)
+    elif re.fullmatch(r"[a-z_]+\(.*\)", span):  # an inference mode; N stands for a number
         InferenceMode.parse(re.sub(r"\b[A-Z]\b|\{\}", "8", span))
-        return None
-    if re.fullmatch(r"[a-z_]+", span):
+    elif re.fullmatch(r"[a-z_]+", span):
         known = SWEEP_KEYS | GATE_RULE_KEYS | set(PARSERS) | set(InferenceMode.KINDS)
         assert span in known, f"`{span}` is neither a sweep or gate key nor a subcommand"
-        return None
-    pytest.fail(f"`{span}` is not a form a user can type (command, flag, sweep key, mode)")
+    else:
+        pytest.fail(f"`{span}` is not a form a user can type (command, flag, sweep key, mode)")
 
 
 @pytest.mark.parametrize(("where", "span"), HINTS, ids=[f"{w} {s}" for w, s in HINTS])
