@@ -101,8 +101,8 @@ class InferenceMode:
         match = cls._PATTERN.match(str(text))
         if not match:
             raise AdapterError(
-                f"cannot parse inference mode {text!r}; write e.g. full, temporal_chunks(16), "
-                "spatial_tiles(256, 32)"
+                f"cannot parse inference mode {text!r}; write e.g. `full`, "
+                "`temporal_chunks(16)`, `spatial_tiles(256, 32)`"
             )
         kind, size, overlap = match.groups()
         return cls(kind, int(size) if size else None, int(overlap) if overlap else 0)

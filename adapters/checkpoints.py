@@ -200,7 +200,9 @@ def find_weights(directory: Path, family: str, *, single_safetensors: bool = Fal
     checkpoints = sorted(directory.glob("*.ckpt"))
     if len(checkpoints) > 1:
         names = ", ".join(p.name for p in checkpoints)
-        raise AdapterError(f"{directory}: several checkpoints ({names}); pass the file to load")
+        raise AdapterError(
+            f"{directory}: several checkpoints ({names}); give the file to load as `weights`"
+        )
     if checkpoints:
         return checkpoints[0]
     for name in DIFFUSERS_WEIGHTS:

@@ -371,7 +371,7 @@ class CodecBaseline(VideoVAE):
 
     @classmethod
     def from_pretrained(cls, path: str | Path, preset: Preset) -> CodecBaseline:
-        raise AdapterError(f"{preset.name}: a codec has no weights; use weights 'none' or omit it")
+        raise AdapterError(f"{preset.name}: a codec has no weights; use `weights: none` or omit it")
 
 
 def _preset(codec: str, channels: int = 16) -> Preset:

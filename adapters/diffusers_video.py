@@ -208,7 +208,7 @@ class DiffusersVideoVAE(VideoVAE):
             if size != fixed[0] or size != fixed[1]:
                 raise AdapterError(
                     f"{self.spec.name}: this diffusers port tiles with fixed {fixed[0]}x"
-                    f"{fixed[1]} tiles only; use spatial_tiles({fixed[0]})"
+                    f"{fixed[1]} tiles only; use `spatial_tiles({fixed[0]})`"
                 )
             vae.enable_tiling()
 

@@ -83,15 +83,15 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def print_memory_growth(results, run_dir: Path) -> None:
-    """Write and show how peak memory grows with clip length (memory ~ frames**k)."""
-    from vae_bench.report.plots import memory_growth_table
+    """Write and show how memory grows with clip length (memory ~ frames**k)."""
+    from vae_bench.report.memory import describe, memory_growth_table
 
     table = memory_growth_table(results)
     if len(table):
         table.to_csv(run_dir / "memory_growth.csv", index=False)
         columns = ["model", "mode", "phase", "height", "width", "metric", "exponent",
                    "frames_min", "frames_max"]  # fmt: skip
-        print("peak memory ~ frames**k:")
+        print(describe(table))
         print(table[[c for c in columns if c in table.columns]].to_string(index=False))
 
 

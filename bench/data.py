@@ -278,6 +278,8 @@ class FolderDataset(Dataset):
             return SkippedClip(clip_id, source, "empty file (0 bytes)", "error")
         try:
             return self._decode(clip_id, path, frames, height, width)
+        except PermissionError as error:  # PyAV's own error for EACCES is one too
+            return SkippedClip(clip_id, source, f"cannot read file: {error}", "error")
         except (av.FFmpegError, OSError, ValueError, EOFError) as error:
             reason = (
                 f"unreadable video: {type(error).__name__}: {error} "

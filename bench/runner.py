@@ -96,7 +96,8 @@ def _fvd_check(sweep: Sweep) -> FvdPlan:
         if q.fvd_missing == "skip":
             return FvdPlan(skip_reason=str(error))
         raise SweepError(
-            f"{sweep.source}: quality.metrics: {error} (or set quality.fvd_missing: random|skip)"
+            f"{sweep.source}: quality.metrics: {error} (or set `quality.fvd_missing: random` "
+            "or `quality.fvd_missing: skip`)"
         ) from None
     return FvdPlan(q.fvd_weights)
 
@@ -127,7 +128,7 @@ def _lpips_check(sweep: Sweep, device: torch.device) -> str:
         if sweep.quality.lpips_missing == "skip":
             return str(error)
         raise SweepError(
-            f"{sweep.source}: quality.metrics: {error} (or set quality.lpips_missing: skip)"
+            f"{sweep.source}: quality.metrics: {error} (or set `quality.lpips_missing: skip`)"
         ) from None
     return ""
 
@@ -174,7 +175,8 @@ def plan(sweep: Sweep, device: str | None = None) -> Plan:
             if mode.kind not in spec.modes:
                 raise SweepError(
                     f"{where}: modes: {mode.label} not supported; supported kinds: "
-                    f"{', '.join(spec.modes)} (set per-model 'modes' to choose others)"
+                    f"{', '.join(spec.modes)} (give the model its own `modes` in its "
+                    "`models` entry)"
                 )
         for dtype in sweep.dtypes:
             for mode in modes:

@@ -488,7 +488,7 @@ def test_missing_weights_name_the_file_and_directory(
             build_extractor(name)
         message = str(info.value)
         assert filename in message and str(tmp_path / "cache" / "fvd") in message
-        assert "weights=" in message
+        assert "`quality.fvd_weights: <path to the file>`" in message
         with pytest.raises(MetricUnavailable, match=filename):
             RFVD(name, weights=tmp_path / "elsewhere" / filename)
     with pytest.raises(ValueError, match="allowed: styleganv-i3d, videogpt-i3d"):

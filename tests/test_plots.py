@@ -1,10 +1,9 @@
-"""Figures from a synthetic results table, and the memory-growth fit."""
+"""Figures from a synthetic results table."""
 
 from __future__ import annotations
 
 import itertools
 import math
-import warnings
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -13,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vae_bench.report.plots import memory_growth_exponent, plot_run
+from vae_bench.report.plots import plot_run
 
 FIGURES = [f"{kind}_vs_{axis}" for kind in ("quality", "throughput", "memory")
            for axis in ("resolution", "clip_length")]
@@ -206,60 +205,3 @@ def test_duplicate_points_warn(tmp_path: Path) -> None:
     df = _only(make_results(models=("m",), sizes=((64, 64),), frames=(5, 9)), "quality")
     with pytest.warns(UserWarning, match="several rows at one"):
         plot_run(pd.concat([df, df], ignore_index=True), tmp_path)
-
-
-# --------------------------------------------------------------------------- growth
-
-
-def test_memory_growth_exponent_recovers_known_slopes() -> None:
-    slopes = {"half": 0.5, "linear": 1.0}
-
-    def memory(model: str, h: int, w: int, t: int) -> float:
-        return 3.0 * (h * w / 4096) * t ** slopes[model]
-
-    df = make_results(models=tuple(slopes), sizes=((64, 64), (128, 128)),
-                      frames=(5, 9, 17, 33, 65), memory=memory)
-    out = memory_growth_exponent(df, "decode")
-    assert len(out) == 2 * 2  # per model and resolution
-    for model, slope in slopes.items():
-        got = out.loc[out["model"] == model, "exponent"].to_numpy()
-        np.testing.assert_allclose(got, slope, rtol=1e-9)
-    assert set(out["metric"]) == {"peak_rss_mb"}
-    assert set(out["n_points"]) == {5}
-    assert set(out["frames_min"]) == {5} and set(out["frames_max"]) == {65}
-
-
-def test_memory_growth_uses_the_cuda_allocator_on_gpu_rows() -> None:
-    # peak_rss_mb grows with frames**0.5; peak_allocated_mb is half of it (same slope),
-    # so a distractor with another slope is added to RSS only.
-    df = make_results(models=("m",), sizes=((64, 64),), frames=(5, 9, 17),
-                      device="NVIDIA H100 80GB HBM3", memory=lambda m, h, w, t: 10.0 * t ** 0.5)
-    rss = df["metric"] == "peak_rss_mb"
-    df.loc[rss, "value"] = df.loc[rss, "frames"] ** 2.0
-    out = memory_growth_exponent(df, "encode")
-    assert out["metric"].tolist() == ["peak_allocated_mb"]
-    assert out["exponent"].iloc[0] == pytest.approx(0.5)
-
-
-def test_memory_growth_single_length_is_nan() -> None:
-    df = make_results(models=("m",), sizes=((64, 64),), frames=(17,))
-    out = memory_growth_exponent(df, "encode")
-    assert len(out) == 1 and math.isnan(out["exponent"].iloc[0])
-    assert out["n_points"].iloc[0] == 1
-
-
-def test_memory_growth_ignores_failed_rows() -> None:
-    ok = make_results(models=("m",), sizes=((64, 64),), frames=(5, 9),
-                      memory=lambda m, h, w, t: float(t))
-    bad = make_results(models=("m",), sizes=((64, 64),), frames=(17,),
-                       memory=lambda m, h, w, t: 1e9, status="oom")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        out = memory_growth_exponent(pd.concat([ok, bad], ignore_index=True), "roundtrip")
-    assert out["exponent"].iloc[0] == pytest.approx(1.0)
-    assert out["n_points"].iloc[0] == 2
-
-
-def test_memory_growth_rejects_unknown_phase() -> None:
-    with pytest.raises(ValueError, match="unknown phase 'train'"):
-        memory_growth_exponent(make_results(models=("m",)), "train")

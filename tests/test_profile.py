@@ -1,10 +1,13 @@
-"""The efficiency profiler on the CPU: timing statistics, per-phase peak RSS, OOM, NVML."""
+"""The efficiency profiler: timing against a fake clock, per-phase peak RSS, OOM, NVML, and
+the CUDA branch over a simulated torch.cuda (events, allocator peaks) on the CPU."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import types
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -48,6 +51,36 @@ def test_cpu_timing_statistics() -> None:
     assert r.clips_per_s == pytest.approx(2 / r.median_s)
     assert r.peak_allocated_bytes is None and r.peak_reserved_bytes is None
     assert r.nvml_used_bytes is None
+
+
+class _FakeClock:
+    """A ``time`` module whose ``perf_counter`` moves only when a timed call advances it."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_cpu_latency_is_the_time_spent_in_the_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each timed repeat measures exactly the time its call took (warm-ups excluded)."""
+    clock = _FakeClock()
+    monkeypatch.setattr(prof, "time", clock)
+    durations = iter([4.0, 2.0, 0.5, 0.25, 1.0, 8.0])  # the first two are warm-ups
+
+    def fn() -> None:
+        clock.advance(next(durations))
+
+    r = profile_phase("encode", fn, device=CPU, warmup=2, repeats=4, frames=8, clips=2)
+    assert r.times_s == (0.5, 0.25, 1.0, 8.0)
+    assert r.median_s == 0.75
+    # type 7 percentiles of the sorted times 0.25, 0.5, 1, 8: 0.25 + 0.3 * 0.25 and 1 + 0.7 * 7
+    assert (r.p10_s, r.p90_s) == pytest.approx((0.325, 5.9), rel=1e-12)
+    assert r.frames_per_s == 8 / 0.75 and r.clips_per_s == 2 / 0.75
 
 
 def test_profile_codec_phases_and_counts() -> None:
@@ -279,7 +312,8 @@ class _FakeNVMLError(Exception):
     pass
 
 
-def _fake_pynvml(used: int, fail_query: bool = False) -> types.SimpleNamespace:
+def _fake_pynvml(used: int | Callable[[], int], fail_query: bool = False
+                 ) -> types.SimpleNamespace:
     fake = types.SimpleNamespace(NVMLError=_FakeNVMLError, inits=0, shutdowns=0, asked=[])
 
     def init() -> None:
@@ -298,7 +332,8 @@ def _fake_pynvml(used: int, fail_query: bool = False) -> types.SimpleNamespace:
     def info(handle: str) -> types.SimpleNamespace:
         if fail_query:
             raise _FakeNVMLError("query failed")
-        return types.SimpleNamespace(used=used, total=10 * used)
+        now = used() if callable(used) else used
+        return types.SimpleNamespace(used=now, total=10 * now)
 
     fake.nvmlInit, fake.nvmlShutdown = init, shutdown
     fake.nvmlDeviceGetHandleByUUID, fake.nvmlDeviceGetHandleByIndex = by_uuid, by_index
@@ -333,15 +368,172 @@ def test_memory_snapshot_on_cpu() -> None:
         assert snap["rss_peak_bytes"] >= snap["rss_bytes"]
 
 
+# --------------------------------------------------------------------------- CUDA branch
+
+
+class _FakeEvent:
+    """A CUDA event: its time is known only once a synchronisation has passed its record."""
+
+    def __init__(self, cuda: _FakeCuda, enable_timing: bool = False) -> None:
+        self.cuda, self.timing, self.time_ms = cuda, enable_timing, None
+
+    def record(self) -> None:
+        self.time_ms = None
+        self.cuda.queue.append(self)
+
+    def elapsed_time(self, end: _FakeEvent) -> float:
+        if not (self.timing and end.timing):
+            raise RuntimeError("Both events must be created with argument 'enable_timing=True'")
+        if self.time_ms is None or end.time_ms is None:
+            raise RuntimeError("Both events must be completed before calculating elapsed time")
+        return end.time_ms - self.time_ms
+
+
+class _FakeCuda:
+    """The parts of ``torch.cuda`` the profiler calls, over a simulated device.
+
+    Kernels are asynchronous: ``launch`` queues work and only ``synchronize`` runs the queue,
+    moving the device clock and stamping the events recorded in it. The caching allocator
+    keeps freed blocks reserved until ``empty_cache``; peaks count from the last reset.
+    """
+
+    OutOfMemoryError = torch.cuda.OutOfMemoryError
+
+    def __init__(self) -> None:
+        self.allocated = self.reserved = self.peak_allocated = self.peak_reserved = 0
+        self.clock_ms = 0.0
+        self.queue: list[float | _FakeEvent] = []
+
+    def malloc(self, nbytes: int) -> None:
+        self.allocated += nbytes
+        self.reserved = max(self.reserved, self.allocated)
+        self.peak_allocated = max(self.peak_allocated, self.allocated)
+        self.peak_reserved = max(self.peak_reserved, self.reserved)
+
+    def free(self, nbytes: int) -> None:
+        self.allocated -= nbytes
+
+    def launch(self, ms: float) -> None:
+        self.queue.append(ms)
+
+    # torch.cuda's API
+    def is_available(self) -> bool:
+        return True
+
+    def device(self, device: torch.device) -> contextlib.nullcontext:
+        return contextlib.nullcontext()
+
+    def synchronize(self, device: torch.device | None = None) -> None:
+        for item in self.queue:
+            if isinstance(item, _FakeEvent):
+                item.time_ms = self.clock_ms
+            else:
+                self.clock_ms += item
+        self.queue.clear()
+
+    def Event(self, enable_timing: bool = False) -> _FakeEvent:  # noqa: N802 (torch's name)
+        return _FakeEvent(self, enable_timing)
+
+    def empty_cache(self) -> None:
+        self.reserved = self.allocated
+
+    def reset_peak_memory_stats(self, device: torch.device | None = None) -> None:
+        self.peak_allocated, self.peak_reserved = self.allocated, self.reserved
+
+    def max_memory_allocated(self, device: torch.device | None = None) -> int:
+        return self.peak_allocated
+
+    def max_memory_reserved(self, device: torch.device | None = None) -> int:
+        return self.peak_reserved
+
+
+FAKE_GPU = torch.device("cuda", 0)
+NVML_CONTEXT = 300 * MIB  # what the driver sees besides the allocator's reserve
+HELD = 100 * MIB  # allocated before the phases (weights) and held throughout
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch: pytest.MonkeyPatch) -> _FakeCuda:
+    """``torch.cuda`` on a CPU, with NVML reporting the context plus the allocator's reserve."""
+    cuda = _FakeCuda()
+    for name in ("is_available", "device", "synchronize", "Event", "empty_cache",
+                 "reset_peak_memory_stats", "max_memory_allocated", "max_memory_reserved"):
+        monkeypatch.setattr(torch.cuda, name, getattr(cuda, name))
+    monkeypatch.setitem(sys.modules, "pynvml", _fake_pynvml(lambda: NVML_CONTEXT + cuda.reserved))
+    cuda.malloc(HELD)
+    return cuda
+
+
+def _kernel(cuda: _FakeCuda, nbytes: int, ms: Iterator[float] | float) -> Callable[[], None]:
+    """A call that allocates ``nbytes`` of scratch, queues one kernel and frees the scratch."""
+
+    def fn() -> None:
+        cuda.malloc(nbytes)
+        cuda.launch(ms if isinstance(ms, float) else next(ms))
+        cuda.free(nbytes)
+
+    return fn
+
+
+def test_cuda_branch_times_kernels_with_events(fake_cuda: _FakeCuda,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Times come from events around the queued kernels, not from the host clock."""
+    monkeypatch.setattr(prof, "time", _FakeClock())  # a host clock that never moves
+    kernels_ms = iter([40.0, 3.0, 1.5, 6.0])  # the first is the warm-up
+    r = profile_phase("encode", _kernel(fake_cuda, MIB, kernels_ms), device=FAKE_GPU,
+                      warmup=1, repeats=3, frames=4, clips=1)
+    assert r.status == "ok", r.message
+    assert r.times_s == (3.0 / 1e3, 1.5 / 1e3, 6.0 / 1e3)
+    assert r.frames_per_s == 4 / (3.0 / 1e3)
+
+
+def test_cuda_branch_peaks_are_each_phase_own(fake_cuda: _FakeCuda) -> None:
+    """A small phase after a big one reports its own peaks: the allocator's peak counters
+    are reset and its cache emptied before every phase; NVML sees context plus reserve."""
+    kw = dict(device=FAKE_GPU, warmup=1, repeats=2, frames=1, clips=1)
+    big = profile_phase("encode", _kernel(fake_cuda, 512 * MIB, 2.0), **kw)
+    small = profile_phase("decode", _kernel(fake_cuda, 64 * MIB, 1.0), **kw)
+    assert big.status == small.status == "ok"
+    assert big.peak_allocated_bytes == big.peak_reserved_bytes == HELD + 512 * MIB
+    assert small.peak_allocated_bytes == HELD + 64 * MIB
+    assert small.peak_reserved_bytes == HELD + 64 * MIB
+    assert big.nvml_used_bytes == NVML_CONTEXT + HELD + 512 * MIB
+    assert small.nvml_used_bytes == NVML_CONTEXT + HELD + 64 * MIB
+
+
+def test_cuda_branch_oom_keeps_the_peaks_and_releases_the_cache(fake_cuda: _FakeCuda) -> None:
+    def fn() -> None:
+        fake_cuda.malloc(256 * MIB)
+        fake_cuda.free(256 * MIB)  # the scratch tensor dies as the exception unwinds
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 8.00 GiB")
+
+    r = profile_phase("roundtrip", fn, device=FAKE_GPU, warmup=0, repeats=2, frames=1,
+                      clips=1, input_desc="[1, 3, 33, 512, 512] float32 on cuda:0")
+    assert r.status == "oom"
+    assert r.message.startswith("roundtrip: out of memory with input [1, 3, 33, 512, 512]")
+    assert r.peak_allocated_bytes == r.peak_reserved_bytes == HELD + 256 * MIB
+    assert fake_cuda.reserved == HELD  # the cache is given back before returning
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_phase_reports_allocator_peaks() -> None:
+    """Real allocator peaks, each phase's own: a small phase after a big one is not shown
+    the big one's peak (which it would be without the per-phase reset)."""
     dev = torch.device("cuda")
-    n = 64 * MIB
+    big, small = 256 * MIB, 16 * MIB
 
-    def fn() -> torch.Tensor:
-        return torch.ones(n, dtype=torch.uint8, device=dev).sum()
+    def scratch(n: int) -> Callable[[], torch.Tensor]:
+        return lambda: torch.ones(n, dtype=torch.uint8, device=dev).sum()
 
-    r = profile_phase("encode", fn, device=dev, warmup=1, repeats=2, frames=1, clips=1)
-    assert r.status == "ok" and len(r.times_s) == 2
-    assert r.peak_allocated_bytes is not None and r.peak_allocated_bytes >= n
-    assert r.peak_reserved_bytes is not None and r.peak_reserved_bytes >= r.peak_allocated_bytes
+    kw = dict(device=dev, warmup=1, repeats=2, frames=1, clips=1)
+    torch.cuda.synchronize(dev)
+    held = torch.cuda.memory_allocated(dev)
+    r_big = profile_phase("encode", scratch(big), **kw)
+    r_small = profile_phase("decode", scratch(small), **kw)
+    for r, n in ((r_big, big), (r_small, small)):
+        assert r.status == "ok" and len(r.times_s) == 2 and min(r.times_s) > 0
+        assert r.peak_allocated_bytes is not None and r.peak_allocated_bytes >= held + n
+        assert r.peak_reserved_bytes is not None
+        assert r.peak_reserved_bytes >= r.peak_allocated_bytes
+    assert r_small.peak_allocated_bytes < held + big // 2
+    assert r_small.peak_reserved_bytes < torch.cuda.memory_reserved(dev) + big // 2

@@ -316,8 +316,9 @@ class WFVAEModel(ModelMixin, ConfigMixin):
             raise AdapterError(
                 f"WF-VAE causal cache: {frames} latent frames in blocks of {chunk} leave a "
                 "last block of one latent frame, which the release's decoder cannot take "
-                "(its upsampler treats a one-frame block as frame 0); choose a block size "
-                "with (latent frames - 1) % size != 1 and size > 1"
+                "(its upsampler treats a one-frame block as frame 0); use "
+                f"`temporal_chunks(N)` with N = {TEMPORAL_FACTOR} x b, b > 1 and "
+                f"({frames} - 1) % b != 1"
             )
         outputs = []
         with _stream(self.decoder) as modules:

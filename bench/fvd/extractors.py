@@ -232,8 +232,9 @@ def resolve_weights(name: str, weights: str | Path | None) -> Path:
         raise MetricUnavailable(
             f"rFVD extractor {name!r} needs {info.filename} ({info.source}); no file at "
             f"{path}. Put {info.filename} in {cache_dir()} (${CACHE_ENV}/fvd, default "
-            f"~/.cache/vae-bench/fvd) or pass weights=<path to the file>; weights='random' "
-            "runs a random-initialised I3D, labelled random."
+            "~/.cache/vae-bench/fvd) or give its path in the sweep as "
+            "`quality.fvd_weights: <path to the file>`; `quality.fvd_weights: random` runs a "
+            "random-initialised I3D, labelled random."
         )
     return path
 

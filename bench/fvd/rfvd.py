@@ -260,7 +260,9 @@ class RFVD(RankSafeMetric):
 
     def _bootstrap_sets(self, rng: np.random.Generator, resamples: int) -> list[float]:
         if not self.keep_features:
-            raise ValueError("bootstrap_ci needs per-clip features: build RFVD(keep_features=True)")
+            raise ValueError(
+                "bootstrap_ci needs per-clip features: build `RFVD(keep_features=True)`"
+            )
         fake = self._features("fake")
         if fake.shape[0] == 0:
             raise ValueError("rFVD: no clips were scored")

@@ -76,8 +76,7 @@ def build_lpips_module(net: str, *, pretrained: bool, spatial: bool) -> torch.nn
                 f"LPIPS (net={net}) needs the ImageNet backbone weights file {path.name!r} "
                 f"in {str(path.parent)!r} (torchvision's cache; TORCH_HOME moves it). "
                 f"Nothing is downloaded here: fetch {backbone_weights_url(net)} on a "
-                "connected machine and copy it there, or use lpips_pretrained=False for "
-                "a random backbone (recorded as backbone=random)."
+                "connected machine and copy it there."
             )
     with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
         # the package still passes torchvision's deprecated `pretrained=` argument

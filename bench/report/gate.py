@@ -137,7 +137,7 @@ def _rule(source: str, name: str, data: Any) -> MetricRule:
         raise GateError(f"{where}.normalise: only timings ({', '.join(TIMING_EXPONENT)}) "
                         "can be normalised by the reference's speed")
     if normalise == "reference" and tolerances["abs_tol"]:
-        raise GateError(f"{where}: abs_tol has no meaning for a normalised ratio; use rel_tol")
+        raise GateError(f"{where}: abs_tol has no meaning for a normalised ratio; use `rel_tol`")
     return MetricRule(direction, normalise=normalise, **tolerances)
 
 

@@ -708,7 +708,7 @@ def build_table(results: pd.DataFrame, layout: str | Layout = "wf-vae",
             continue
         if spec.source == "latent_channels" and statuses == {"missing"}:
             notes.append("Latent channels: not declared by any preset config; column left "
-                         "out (pass build_models to read them from the model specs).")
+                         "out (--build-models reads them from the model specs).")
             continue
         decimals = info.decimals if spec.scale is None and spec.unit is None else None
         columns.append(Column(f"{spec.source}:{dataset or spec.phase}:{metric}", label,

@@ -6,6 +6,7 @@ sizes, extreme aspect ratios) must be converted, and their values are checked.
 
 from __future__ import annotations
 
+import errno
 import itertools
 import os
 from pathlib import Path
@@ -151,19 +152,34 @@ def test_a_file_that_vanishes_after_the_scan_is_an_error_row(tmp_path):
     )
 
 
-@pytest.mark.skipif(
-    not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root reads any file regardless"
-)
-def test_a_file_without_read_permission_is_an_error_row(tmp_path):
+def _deny_reading(monkeypatch: pytest.MonkeyPatch, path: Path) -> None:
+    """Make ``path`` unreadable even to root: opening it fails as PyAV fails when the
+    operating system refuses the read (FFmpeg's AVERROR(EACCES), mapped by PyAV)."""
+    real_open = av.open
+
+    def open_(file, *args, **kwargs):
+        if Path(file) == path:
+            av.error.err_check(-errno.EACCES, str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(av, "open", open_)
+
+
+@pytest.mark.parametrize("how", ["chmod", "refused open"])
+def test_a_file_without_read_permission_is_an_error_row(tmp_path, monkeypatch, how):
     locked = write_video(tmp_path / "locked.mp4", 6)
-    locked.chmod(0)
+    if how == "chmod":
+        if not hasattr(os, "geteuid") or os.geteuid() == 0:
+            pytest.skip("root reads any file regardless of its mode")
+        locked.chmod(0)
+    else:
+        _deny_reading(monkeypatch, locked)
     try:
         item = FolderDataset("lib", FolderConfig(root=tmp_path)).load("locked.mp4", 5, 16, 16)
     finally:
         locked.chmod(0o644)
     assert isinstance(item, SkippedClip) and item.status == "error"
-    assert item.reason.startswith("unreadable video: PermissionError: [Errno 13] Permission")
-    assert item.reason.endswith(HINT)
+    assert item.reason == f"cannot read file: [Errno 13] Permission denied: '{locked}'"
 
 
 @pytest.mark.parametrize(

@@ -58,7 +58,8 @@ def run(tmp_path: Path, capsys, sweep, *extra: str) -> tuple[int, str]:
         ({"dtypes": ["float8"]}, "dtypes: 'float8' is not allowed; allowed: "
          "['float32', 'float16', 'bfloat16']"),
         ({"modes": ["temporal_chunks(4)"]}, "models[0] (toy-pool): modes: temporal_chunks(4) "
-         "not supported; supported kinds: full (set per-model 'modes' to choose others)"),
+         "not supported; supported kinds: full (give the model its own `modes` in its "
+         "`models` entry)"),
         ({"modes": ["zigzag"]}, "modes: unknown inference mode 'zigzag'; allowed: full, "
          "temporal_chunks, spatial_tiles"),
         ({"quality": {"metrics": ["fid"]}}, f"quality.metrics: 'fid' unknown; allowed: {METRICS}"),
