@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import fnmatch
 import hashlib
+import importlib
 import os
 import re
 from dataclasses import dataclass
@@ -108,13 +109,26 @@ def _snapshot(source: Source, *, local_only: bool) -> Path:
     except HfHubHTTPError as error:
         status = error.response.status_code if error.response is not None else "?"
         raise FetchError(f"{source}: HTTP {status} from the hub: {_first_line(error)}") from None
-    except OSError as error:
-        if error.errno == errno.ENOSPC:
+    except (OSError, *_transport_errors()) as error:
+        if getattr(error, "errno", None) == errno.ENOSPC:
             raise FetchError(f"{source}: disk full; free space and run again to resume") from None
         raise FetchError(
             f"{source}: download interrupted ({_first_line(error)}); run again to resume"
         ) from None
     return Path(folder)
+
+
+def _transport_errors() -> tuple[type[Exception], ...]:
+    """The HTTP client's connection errors (huggingface_hub has used requests, httpx and
+    httpx2 across versions; whichever is installed)."""
+    found = []
+    for module, name in (("httpx2", "HTTPError"), ("httpx", "HTTPError"),
+                         ("requests", "RequestException")):  # fmt: skip
+        try:
+            found.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            continue
+    return tuple(found)
 
 
 def _collect(source: Source, snapshot: Path, *, fetched: bool) -> HubFiles:
