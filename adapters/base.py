@@ -221,7 +221,8 @@ class Preset:
 
     def __post_init__(self) -> None:
         if self.source is not None and not self.release:
-            files = f" ({', '.join(self.source.files)})" if self.source.files else ""
+            hub_files = self.source.files if self.source.kind == "hf" else ()  # a URL names it
+            files = f" ({', '.join(hub_files)})" if hub_files else ""
             object.__setattr__(self, "release", f"{self.source.web_url}{files}")
 
     def create(self, weights: str | Path = RANDOM_WEIGHTS) -> VideoVAE:

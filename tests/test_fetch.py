@@ -164,6 +164,32 @@ def test_two_processes_fetching_one_file_end_with_one_good_file(server, tmp_path
     assert not Path(dest + ".part").exists()
 
 
+def _hub_fetch_in_child(source: Source, queue) -> None:
+    try:
+        fetched = fetch_source(source)
+        queue.put((fetched.files[0].sha256, str(fetched.path)))
+    except Exception as error:  # noqa: BLE001 - reported to the parent
+        queue.put(("error", str(error)))
+
+
+def test_two_processes_fetching_one_hub_file(online):
+    data = bytes(range(256)) * 1200
+    online.add_repo("lab/shared", {"w.safetensors": data})
+    online.faults.slow = 0.05
+    source = Source(HUB, "lab/shared", files=("w.safetensors",))
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    children = [context.Process(target=_hub_fetch_in_child, args=(source, queue)) for _ in "ab"]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(60)
+    results = [queue.get(timeout=5) for _ in children]
+    assert [r[0] for r in results] == [_sha(data)] * 2 and results[0][1] == results[1][1]
+    assert Path(results[0][1]).read_bytes() == data
+    assert online.count("/resolve/", "GET") == 1  # huggingface_hub's lock: one download
+
+
 # --- the hub through huggingface_hub ----------------------------------------------------
 def _wf_release() -> tuple[Preset, dict[str, bytes]]:
     """A tiny WF-VAE saved as the release is (config.json + diffusers safetensors)."""
