@@ -35,12 +35,14 @@ class Repo:
 @dataclass
 class Faults:
     """Per-path faults: ``drop[path]`` responses cut after ``cut`` bytes (then normal),
-    ``corrupt`` paths served with one byte changed, ``slow`` seconds per 64 KiB block."""
+    ``corrupt`` paths served with one byte changed, ``slow`` seconds per 64 KiB block,
+    ``no_range`` paths served whole whatever the Range header asks."""
 
     drop: dict[str, int] = field(default_factory=dict)
     cut: int = 0
     corrupt: set[str] = field(default_factory=set)
     slow: float = 0.0
+    no_range: set[str] = field(default_factory=set)
 
 
 class Loopback:
@@ -178,6 +180,8 @@ def _handler(hub: Loopback) -> type[BaseHTTPRequestHandler]:
                 data = bytes([data[0] ^ 0xFF]) + data[1:]
             start = 0
             match = _RANGE.match(self.headers.get("Range", ""))
+            if name in hub.faults.no_range:
+                match = None
             if match and int(match.group(1)) >= len(data) > 0:
                 return self._error(416, "RangeNotSatisfiable")
             if match:

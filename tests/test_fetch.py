@@ -119,6 +119,17 @@ def test_url_cut_mid_file_keeps_nothing_in_place_and_resumes(server, tmp_path):
     assert not dest.with_name("big.pt.part").exists()
 
 
+def test_url_resume_refused_by_the_server_starts_over(server, tmp_path):
+    data = bytes(range(256)) * 500
+    server.plain["net.pt"] = data
+    server.faults.no_range.add("net.pt")
+    dest = tmp_path / "net.pt"
+    dest.with_name("net.pt.part").write_bytes(b"stale bytes of another file")
+    record, _ = download_url(f"{server.url}/files/net.pt", dest, sha256=_sha(data))
+    assert dest.read_bytes() == data and record.sha256 == _sha(data)
+    assert server.requests[-1][2] == "bytes=27-"  # asked to resume, got the whole file
+
+
 def test_url_cut_is_retried_within_one_call(server, tmp_path):
     data = bytes(range(256)) * 2000
     server.plain["big.pt"] = data

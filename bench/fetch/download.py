@@ -17,6 +17,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.error import HTTPError, URLError
 from urllib.request import Request, urlopen
 
@@ -49,18 +50,27 @@ def offline_error(what: str, hint: str = "") -> FetchError:
     return FetchError(f"{what} and offline mode is on (--offline or HF_HUB_OFFLINE=1){fix}")
 
 
-def sha256_of(path: Path) -> str:
+def _hasher(path: Path | None = None) -> Any:
+    """A sha256 object holding ``path``'s bytes (empty without a path)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
+    if path is not None:
+        with open(path, "rb") as handle:
+            while block := handle.read(CHUNK):
+                digest.update(block)
+    return digest
 
 
-def check_file(path: Path, sha256: str = "", size: int | None = None, what: str = "") -> FileRecord:
-    """The file's record; a file whose size or sha256 (prefix) is wrong is removed."""
+def sha256_of(path: Path) -> str:
+    return _hasher(path).hexdigest()
+
+
+def check_file(
+    path: Path, sha256: str = "", size: int | None = None, what: str = "", digest: str = ""
+) -> FileRecord:
+    """The file's record; a file whose size or sha256 (prefix) is wrong is removed.
+    ``digest``: its sha256 when already known (hashed while it was written)."""
     actual_size = path.stat().st_size
-    digest = sha256_of(path)
+    digest = digest or sha256_of(path)
     problem = ""
     if size is not None and actual_size != size:
         problem = f"size {actual_size} bytes, expected {size}"
@@ -101,19 +111,19 @@ def download_url(
         if dest.is_file():  # another process finished it while this one waited
             return check_file(dest, sha256, size), False
         part = dest.with_name(dest.name + ".part")
-        _transfer(url, part, attempts, progress)
-        record = check_file(part, sha256, size, what=f"{url} ({dest.name})")
+        digest = _transfer(url, part, attempts, progress)
+        record = check_file(part, sha256, size, what=f"{url} ({dest.name})", digest=digest)
         os.replace(part, dest)
     return FileRecord(dest.name, dest, record.sha256, record.size), True
 
 
-def _transfer(url: str, part: Path, attempts: int, progress: bool) -> None:
-    """Bring ``part`` to the whole file, continuing what an earlier call left there."""
+def _transfer(url: str, part: Path, attempts: int, progress: bool) -> str:
+    """Bring ``part`` to the whole file, continuing what an earlier call left there;
+    returns its sha256 (computed while writing)."""
     for attempt in range(1, attempts + 1):
         before = part.stat().st_size if part.exists() else 0
         try:
-            _transfer_once(url, part, progress)
-            return
+            return _transfer_once(url, part, progress).hexdigest()
         except _Dropped as dropped:
             grown = (part.stat().st_size if part.exists() else 0) > before
             if attempt == attempts or not grown:
@@ -121,6 +131,7 @@ def _transfer(url: str, part: Path, attempts: int, progress: bool) -> None:
                     f"{url}: connection lost after {dropped.have} of {dropped.total} bytes "
                     f"({dropped.reason}); run again to resume from {part}"
                 ) from None
+    raise AssertionError("unreachable")  # the last attempt returns or raises
 
 
 class _Dropped(Exception):
@@ -128,7 +139,8 @@ class _Dropped(Exception):
         self.have, self.total, self.reason = have, total, reason
 
 
-def _transfer_once(url: str, part: Path, progress: bool) -> None:
+def _transfer_once(url: str, part: Path, progress: bool) -> Any:
+    """One request for the rest of the file; returns the sha256 object of the whole part."""
     offset = part.stat().st_size if part.exists() else 0
     headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
     if offset:
@@ -151,6 +163,7 @@ def _transfer_once(url: str, part: Path, progress: bool) -> None:
     with response:
         if offset and response.status != 206:  # the server ignored the Range: start over
             offset = 0
+        digest = _hasher(part if offset else None)  # the kept prefix, hashed once
         length = response.headers.get("Content-Length")
         total: int | str = offset + int(length) if length is not None else "?"
         have = offset
@@ -165,6 +178,7 @@ def _transfer_once(url: str, part: Path, progress: bool) -> None:
             ):  # fmt: skip
                 while block := response.read(CHUNK):
                     out.write(block)
+                    digest.update(block)
                     have += len(block)
                     bar.update(len(block))
         except (http.client.HTTPException, TimeoutError, ConnectionError) as error:
@@ -178,6 +192,7 @@ def _transfer_once(url: str, part: Path, progress: bool) -> None:
             raise _Dropped(have, total, str(error)) from None
         if isinstance(total, int) and have < total:
             raise _Dropped(have, total, "the server closed the connection early")
+    return digest
 
 
 def _http_hint(code: int) -> str:
