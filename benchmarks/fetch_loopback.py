@@ -1,6 +1,7 @@
-"""Loopback timing of fetching: a large file served on 127.0.0.1, fetched by the plain-URL
-downloader and by huggingface_hub, against a plain ``cp`` of the same file; then a
-download cut at half and resumed. Speed only (nothing asserted).
+"""Loopback timing of fetching: a large file served on 127.0.0.1 (tests/loopback.py, in a
+separate process), fetched by the plain-URL downloader and by huggingface_hub, against a
+plain ``cp`` of the same file; then a download cut at half and resumed. Speed only
+(nothing asserted).
 
     python benchmarks/fetch_loopback.py [--mb 200] [--repeats 3]
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import multiprocessing
 import os
 import shutil
 import statistics
@@ -32,6 +34,26 @@ def timed(function) -> float:
     return time.perf_counter() - start
 
 
+def serve(data: bytes, cut: int, ready) -> None:
+    """A server process: the file as a plain URL and as a hub repo; the first GET of the
+    plain file is cut after ``cut`` bytes when ``cut`` is set."""
+    server = Loopback()
+    server.plain["big.bin"] = data
+    server.add_repo("bench/big", {"big.safetensors": data})
+    if cut:
+        server.faults.drop["big.bin"], server.faults.cut = 1, cut
+    ready.put(server.url)
+    time.sleep(3600)
+
+
+def start_server(data: bytes, cut: int = 0) -> tuple[str, multiprocessing.Process]:
+    context = multiprocessing.get_context("fork")
+    ready = context.Queue()
+    process = context.Process(target=serve, args=(data, cut, ready), daemon=True)
+    process.start()
+    return ready.get(timeout=60), process
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mb", type=int, default=200)
@@ -39,10 +61,8 @@ def main() -> None:
     args = parser.parse_args()
     data = os.urandom(args.mb << 20)
     digest = hashlib.sha256(data).hexdigest()
-    server = Loopback()
-    server.plain["big.bin"] = data
-    server.add_repo("bench/big", {"big.safetensors": data})
-    url = f"{server.url}/files/big.bin"
+    server_url, server = start_server(data)
+    url = f"{server_url}/files/big.bin"
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         source = root / "source.bin"
@@ -56,7 +76,7 @@ def main() -> None:
             dest = root / f"url-{index}" / "big.bin"
             runs["download_url"].append(timed(lambda d=dest: download_url(url, d, sha256=digest)))
             os.environ["HF_HUB_CACHE"] = str(root / f"hf-{index}")
-            os.environ["HF_ENDPOINT"] = server.url
+            os.environ["HF_ENDPOINT"] = server_url
             os.environ.pop("HF_HUB_OFFLINE", None)
             from huggingface_hub import constants
 
@@ -70,8 +90,8 @@ def main() -> None:
             median = statistics.median(values)
             print(f"  {name:16s} {median:7.3f} s  {args.mb / median:8.1f} MiB/s")
 
-        half = len(data) // 2
-        server.faults.drop["big.bin"], server.faults.cut = 1, half
+        cut_url, cut_server = start_server(data, cut=len(data) // 2)
+        url = f"{cut_url}/files/big.bin"
         dest = root / "cut" / "big.bin"
         start = time.perf_counter()
         try:
@@ -83,11 +103,11 @@ def main() -> None:
         kept = part.stat().st_size
         resume_s = timed(lambda: download_url(url, dest, sha256=digest))
         print(
-            f"cut after {cut_s:.3f} s with {kept} bytes in {part.name}; resumed with "
-            f"'Range: {server.requests[-1][2]}' in {resume_s:.3f} s; sha256 ok: "
-            f"{sha256_of(dest) == digest}"
+            f"cut after {cut_s:.3f} s with {kept} bytes in {part.name}; resumed (Range from "
+            f"byte {kept}) in {resume_s:.3f} s; sha256 ok: {sha256_of(dest) == digest}"
         )
-    server.close()
+    for process in (server, cut_server):
+        process.terminate()
 
 
 if __name__ == "__main__":
