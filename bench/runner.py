@@ -152,7 +152,8 @@ def _efficiency_settings(sweep: Sweep) -> str:
 
 
 def _lpips_check(sweep: Sweep, device: torch.device) -> str:
-    """Fail before any work when LPIPS weights are missing, unless the sweep says skip."""
+    """Fail before any work when LPIPS weights are missing (after fetching them when the
+    sweep says fetch), unless the sweep says skip."""
     q = sweep.quality
     if "lpips" not in q.metrics:
         return ""
