@@ -13,9 +13,12 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
+
+if TYPE_CHECKING:
+    from vae_bench.adapters.source import Source
 
 RANDOM_WEIGHTS = "random"
 
@@ -204,7 +207,9 @@ class Preset:
     """A named, registered model configuration (like a timm pretrained config).
 
     ``config`` holds the architecture hyper-parameters the adapter understands;
-    ``release`` says where the official weights are published, for the user to fetch.
+    ``source`` is where the official files are published (``vae_bench.adapters.source``;
+    what ``weights: official`` fetches), ``release`` the same in words for messages
+    (derived from ``source`` when not given).
     """
 
     name: str
@@ -212,6 +217,13 @@ class Preset:
     config: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     release: str = ""
     description: str = ""
+    source: Source | None = None  # None: no public weights to fetch
+
+    def __post_init__(self) -> None:
+        if self.source is not None and not self.release:
+            hub_files = self.source.files if self.source.kind == "hf" else ()  # a URL names it
+            files = f" ({', '.join(hub_files)})" if hub_files else ""
+            object.__setattr__(self, "release", f"{self.source.web_url}{files}")
 
     def create(self, weights: str | Path = RANDOM_WEIGHTS) -> VideoVAE:
         """Random weights (``"random"``) or the official files at a path."""

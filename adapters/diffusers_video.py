@@ -41,6 +41,7 @@ from vae_bench.adapters.base import (
 )
 from vae_bench.adapters.checkpoints import TOTALS, check_state_dict, model_shapes
 from vae_bench.adapters.sampling import cpu_seeded_sample, seeded_build
+from vae_bench.adapters.source import HUB, Source
 
 RANDOM_SEED = 0
 WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
@@ -287,12 +288,14 @@ def load_directory(
     return vae, weights
 
 
-def _preset(name: str, class_name: str, release: str, description: str) -> Preset:
+def _preset(name: str, class_name: str, repo: str, description: str) -> Preset:
     """A public checkpoint's preset; ``config`` empty means the class defaults, which are
     the released architectures (the loader reads the released config.json itself)."""
+    files = ("config.json", "*.safetensors", "*.safetensors.index.json")  # sharded or not
+    source = Source(HUB, repo, subfolder="vae", files=files)
     return Preset(
         name, DiffusersVideoVAE, config={"class_name": class_name, "config": {}},
-        release=release, description=description,
+        source=source, description=description,
     )  # fmt: skip
 
 
@@ -312,7 +315,7 @@ _RELEASES = (
 )  # fmt: skip
 
 PRESETS = tuple(
-    _preset(name, class_name, f"https://huggingface.co/{repo} (subfolder vae)", description)
+    _preset(name, class_name, repo, description)
     for name, class_name, repo, description in _RELEASES
     if class_name in FAMILIES
 )

@@ -59,6 +59,7 @@ from vae_bench.adapters.checkpoints import (
 )
 from vae_bench.adapters.frames import DEFAULT_FRAME_BATCH, frame_batch_of, per_frame
 from vae_bench.adapters.sampling import cpu_seeded_sample, seeded_build
+from vae_bench.adapters.source import DIFFUSERS_FILES, HUB, Source
 
 FAMILY = "sd-vae"
 RANDOM_SEED = 0  # from_config: two random builds of one preset are identical
@@ -525,14 +526,14 @@ PRESETS = (
         "sd-vae-ft-mse",
         SDVAE,
         config=sd_config(),
-        release="https://huggingface.co/stabilityai/sd-vae-ft-mse",
+        source=Source(HUB, "stabilityai/sd-vae-ft-mse", files=DIFFUSERS_FILES),
         description="SD KL-f8, decoder fine-tuned with MSE + 0.1 LPIPS (diffusers layout)",
     ),
     Preset(
         "sd-vae-ft-ema",
         SDVAE,
         config=sd_config(),
-        release="https://huggingface.co/stabilityai/sd-vae-ft-ema",
+        source=Source(HUB, "stabilityai/sd-vae-ft-ema", files=DIFFUSERS_FILES),
         description="SD KL-f8, decoder fine-tuned with L1 + LPIPS, EMA weights (diffusers layout)",
     ),
     Preset(
@@ -543,6 +544,11 @@ PRESETS = (
             "first_stage_model.* of an SD v1 checkpoint, e.g. "
             "https://huggingface.co/CompVis/stable-diffusion-v-1-4-original (sd-v1-4.ckpt)"
         ),
+        source=Source(
+            HUB, "CompVis/stable-diffusion-v-1-4-original", files=("sd-v1-4.ckpt",),
+            note="gated: accept the licence on the repo page and log in (hf auth login); "
+            "the whole SD v1.4 checkpoint (about 4 GB) is fetched for its VAE",
+        ),  # fmt: skip
         description="the original CompVis KL-f8 autoencoder of Stable Diffusion v1",
     ),
 )

@@ -1,4 +1,4 @@
-"""``vae-bench``: list models and datasets, run sweeps, redraw reports."""
+"""``vae-bench``: list models and datasets, fetch weights, run sweeps, redraw reports."""
 
 from __future__ import annotations
 
@@ -40,8 +40,20 @@ def _terminate(signum: int, frame: object) -> None:
     raise Terminated()
 
 
+def _cmd_fetch(args: argparse.Namespace) -> int:
+    from vae_bench.fetch.command import fetch_command
+
+    return fetch_command(
+        args.names, every=args.all, metrics=args.metrics, listing=args.list, offline=args.offline
+    )
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
+    import os
     import signal
+
+    if args.offline:  # read by the fetch code and by huggingface_hub (not yet imported)
+        os.environ["HF_HUB_OFFLINE"] = "1"
 
     from vae_bench import distributed
     from vae_bench.runner import run_sweep
@@ -144,7 +156,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="run name (default: the sweep's name)")
     p.add_argument("--device", default=None, help="override the sweep's device (auto|cpu|cuda:N)")
     p.add_argument("--no-plots", action="store_true", help="CSVs only (`report` draws later)")
+    p.add_argument("--offline", action="store_true", help="fetch nothing (as HF_HUB_OFFLINE=1)")
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("fetch", help="download official checkpoints and metric networks")
+    p.add_argument("names", nargs="*",
+                   help="presets (e.g. wf-vae-l-16ch), metric networks (e.g. lpips-alex, "
+                   "styleganv-i3d), hf://org/repo[/subfolder][@revision] or https:// URLs")
+    p.add_argument("--all", action="store_true", help="every preset with a release, and --metrics")
+    p.add_argument("--metrics", action="store_true",
+                   help="the metric networks: LPIPS AlexNet and VGG, both I3Ds")
+    p.add_argument("--list", action="store_true",
+                   help="show every source, its files, hashes and whether it is cached")
+    p.add_argument("--offline", action="store_true",
+                   help="no network: check and show what is cached (as HF_HUB_OFFLINE=1)")
+    p.set_defaults(func=_cmd_fetch)
 
     p = sub.add_parser("report", help="redraw the plots of a run from its results.csv")
     p.add_argument("run", help="run directory, e.g. reports/default")
@@ -172,6 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     from vae_bench.data import DatasetError
     from vae_bench.distributed import RankFailed
+    from vae_bench.fetch import FetchError
     from vae_bench.report.compare import CompareError
     from vae_bench.report.gate import GateError
     from vae_bench.report.tables import TableError
@@ -186,6 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         CompareError,
         GateError,
         RankFailed,
+        FetchError,
     )
     try:
         return args.func(args)

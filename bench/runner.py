@@ -14,10 +14,10 @@ import logging
 import math
 import traceback
 import warnings
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -35,6 +35,8 @@ from vae_bench.adapters import (
 )
 from vae_bench.adapters.base import ResultWarning
 from vae_bench.data import Clip, Dataset, DatasetError, SkippedClip, load_datasets
+from vae_bench.fetch import Fetched, FetchError, resolve_weights
+from vae_bench.fetch.catalog import MetricNetwork, fvd_network, lpips_network
 from vae_bench.metrics import MetricUnavailable, VideoMetric, build_metrics
 from vae_bench.metrics.psnr import PSNRVsFull
 from vae_bench.profile import PhaseResult, _is_oom, profile_codec
@@ -44,6 +46,7 @@ from vae_bench.seams import SEAM_METRICS, build_seam_metrics
 from vae_bench.sweep import Cell, Sweep, SweepError, check_run_name
 
 log = logging.getLogger("vae_bench")
+T = TypeVar("T")
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 EFFICIENCY_METRICS = {
@@ -69,6 +72,8 @@ class Plan:
     lpips_skip_reason: str  # "" when LPIPS is computed
     fvd: FvdPlan
     requested: dict[str, int]  # cell key -> frames the sweep asked for (before the frame rule)
+    # (preset, weights) -> the local files of weights named by source (official, hf://, URL)
+    fetched: dict[tuple[str, str], Fetched] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -81,23 +86,51 @@ class FvdPlan:
 
 
 # --- planning -------------------------------------------------------------------------
+def missing_policy(value: str) -> tuple[bool, str]:
+    """A ``*_missing`` setting as (fetch first?, what to do when still missing): ``fetch`` ->
+    (True, "error"), ``fetch-or-skip`` -> (True, "skip"), ``skip`` -> (False, "skip")."""
+    if value == "fetch":
+        return True, "error"
+    if value.startswith("fetch-or-"):
+        return True, value[len("fetch-or-") :]
+    return False, value
+
+
+def _build_or_fetch(build: Callable[[], object], network: MetricNetwork | None) -> None:
+    """``build()``; when its network file is missing and ``network`` is given, fetch it and
+    build again (a failed fetch is reported as the metric being unavailable)."""
+    try:
+        build()
+        return
+    except MetricUnavailable:
+        if network is None:
+            raise
+    try:
+        network.fetch()
+    except FetchError as error:
+        raise MetricUnavailable(str(error)) from None
+    build()
+
+
 def _fvd_check(sweep: Sweep) -> FvdPlan:
-    """Resolve the I3D weights before any work: error, fall back to random, or skip."""
+    """Resolve the I3D weights before any work: fetch, error, fall back to random, or skip."""
     q = sweep.quality
     if "rfvd" not in q.metrics:
         return FvdPlan()
     from vae_bench.fvd import build_extractor
 
+    fetch, otherwise = missing_policy(q.fvd_missing)
+    network = fvd_network(q.fvd_extractor) if fetch and q.fvd_weights is None else None
     try:
-        build_extractor(q.fvd_extractor, q.fvd_weights)
+        _build_or_fetch(lambda: build_extractor(q.fvd_extractor, q.fvd_weights), network)
     except MetricUnavailable as error:
-        if q.fvd_missing == "random":
+        if otherwise == "random":
             return FvdPlan("random", note=f"weights missing, random I3D used: {error}")
-        if q.fvd_missing == "skip":
+        if otherwise == "skip":
             return FvdPlan(skip_reason=str(error))
         raise SweepError(
-            f"{sweep.source}: quality.metrics: {error} (or set `quality.fvd_missing: random` "
-            "or `quality.fvd_missing: skip`)"
+            f"{sweep.source}: quality.metrics: {error} (or set `quality.fvd_missing: fetch`, "
+            "`quality.fvd_missing: random` or `quality.fvd_missing: skip`)"
         ) from None
     return FvdPlan(q.fvd_weights)
 
@@ -119,18 +152,54 @@ def _efficiency_settings(sweep: Sweep) -> str:
 
 
 def _lpips_check(sweep: Sweep, device: torch.device) -> str:
-    """Fail before any work when LPIPS weights are missing, unless the sweep says skip."""
-    if "lpips" not in sweep.quality.metrics:
+    """Fail before any work when LPIPS weights are missing (after fetching them when the
+    sweep says fetch), unless the sweep says skip."""
+    q = sweep.quality
+    if "lpips" not in q.metrics:
         return ""
+    fetch, otherwise = missing_policy(q.lpips_missing)
     try:
-        build_metrics(["lpips"], device="cpu", lpips_net=sweep.quality.lpips_net)
+        _build_or_fetch(
+            lambda: build_metrics(["lpips"], device="cpu", lpips_net=q.lpips_net),
+            lpips_network(q.lpips_net) if fetch else None,
+        )
     except MetricUnavailable as error:
-        if sweep.quality.lpips_missing == "skip":
+        if otherwise == "skip":
             return str(error)
         raise SweepError(
-            f"{sweep.source}: quality.metrics: {error} (or set `quality.lpips_missing: skip`)"
+            f"{sweep.source}: quality.metrics: {error} (or set `quality.lpips_missing: fetch` "
+            "or `quality.lpips_missing: skip`)"
         ) from None
     return ""
+
+
+def _fetch_weights(sweep: Sweep) -> dict[tuple[str, str], Fetched]:
+    """Download (once, into the caches) the weights the sweep names by source."""
+    found: dict[tuple[str, str], Fetched] = {}
+    for index, entry in enumerate(sweep.models):
+        key = (entry.preset, entry.weights)
+        if key in found:
+            continue
+        try:
+            fetched = resolve_weights(get_preset(entry.preset), entry.weights)
+        except AdapterError:
+            continue  # an unknown preset is reported, with its position, by the model loop
+        except FetchError as error:
+            raise SweepError(f"{sweep.source}: models[{index}] ({entry.preset}): {error}") from None
+        if fetched is not None:
+            found[key] = fetched
+    return found
+
+
+def _first_fetches(function: Callable[[], T]) -> T:
+    """``function()`` on each machine's first process, then on the others: one download,
+    and the other ranks read what it left in the cache."""
+    ctx = distributed.context()
+    first = not ctx.active or ctx.local_rank == 0
+    result = function() if first else None
+    if ctx.active:
+        distributed.gather(None)  # the others wait here for the downloads
+    return function() if not first else result  # type: ignore[return-value]
 
 
 def plan(sweep: Sweep, device: str | None = None) -> Plan:
@@ -148,8 +217,14 @@ def plan(sweep: Sweep, device: str | None = None) -> Plan:
     if unknown:
         raise SweepError(f"{src}: datasets: unknown {unknown}; defined: {sorted(all_datasets)}")
     datasets = {name: all_datasets[name] for name in sweep.datasets}
-    lpips_skip = _lpips_check(sweep, torch_device) if _any_quality(sweep) else ""
-    fvd = _fvd_check(sweep) if _any_quality(sweep) else FvdPlan()
+    quality_cells = _any_quality(sweep)
+    lpips_skip, fvd, fetched = _first_fetches(
+        lambda: (
+            _lpips_check(sweep, torch_device) if quality_cells else "",
+            _fvd_check(sweep) if quality_cells else FvdPlan(),
+            _fetch_weights(sweep),
+        )
+    )
     skipped = {"lpips": bool(lpips_skip), "rfvd": bool(fvd.skip_reason)}
     metrics = tuple(m for m in sweep.quality.metrics if not skipped.get(m))
 
@@ -165,7 +240,7 @@ def plan(sweep: Sweep, device: str | None = None) -> Plan:
         where = f"{src}: models[{index}] ({entry.preset})"
         try:
             preset = get_preset(entry.preset)
-            vae = preset.create(entry.weights)
+            vae = preset.create(_local_weights(fetched, entry.preset, entry.weights))
         except (AdapterError, NotImplementedError) as error:
             raise SweepError(f"{where}: {error}") from None
         spec = vae.spec
@@ -234,8 +309,15 @@ def plan(sweep: Sweep, device: str | None = None) -> Plan:
         except DatasetError as error:
             raise SweepError(f"{src}: datasets: {error}") from None
     return Plan(
-        sweep, tuple(cells.values()), datasets, torch_device, lpips_skip, fvd, requested_frames
-    )
+        sweep, tuple(cells.values()), datasets, torch_device, lpips_skip, fvd, requested_frames,
+        fetched,
+    )  # fmt: skip
+
+
+def _local_weights(fetched: Mapping[tuple[str, str], Fetched], model: str, weights: str) -> str:
+    """What the adapter loads: the fetched files of a source, else the sweep's value."""
+    found = fetched.get((model, weights))
+    return str(found.path) if found is not None else weights
 
 
 def _any_quality(sweep: Sweep) -> bool:
@@ -259,8 +341,11 @@ def _any_quality(sweep: Sweep) -> bool:
 class ModelCache:
     """Holds one model at a time: cells are ordered so each model/dtype loads once."""
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(
+        self, device: torch.device, fetched: Mapping[tuple[str, str], Fetched] | None = None
+    ) -> None:
         self.device = device
+        self.fetched = dict(fetched or {})
         self._key: tuple[str, str, str] | None = None
         self._vae: VideoVAE | None = None
 
@@ -269,7 +354,8 @@ class ModelCache:
         if key != self._key:
             self._key, self._vae = None, None  # nothing cached if this load fails
             _free(self.device)
-            vae = get_preset(cell.model).create(cell.weights)
+            weights = _local_weights(self.fetched, cell.model, cell.weights)
+            vae = get_preset(cell.model).create(weights)
             self._vae = vae.to(self.device, DTYPES[cell.dtype]).eval()
             self._key = key
         assert self._vae is not None
@@ -667,6 +753,10 @@ def run_sweep(
                 **environment.run_metadata(),
                 "started": environment.timestamp(),
                 "cells": [asdict(c) | {"key": c.key} for c in validated.cells],
+                "fetched_weights": [
+                    {"model": model, "weights": weights, **found.record()}
+                    for (model, weights), found in validated.fetched.items()
+                ],
             }
         )
     todo = None
@@ -681,7 +771,7 @@ def run_sweep(
             f"run {run}: {len(validated.cells)} cells, {skipped} already done, {len(todo)} to "
             f"run on {validated.device}{ranks} -> {store.root}"
         )
-    cache = ModelCache(validated.device)
+    cache = ModelCache(validated.device, validated.fetched)
     try:
         for cell in tqdm(todo, desc="cells", unit="cell", disable=not ctx.is_main):
             if ctx.is_main:

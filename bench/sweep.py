@@ -1,12 +1,14 @@
 """Sweep files: which models x datasets x resolutions x frames x dtypes x modes to run.
 
 A sweep is validated completely before any work starts, so a typo costs seconds, not
-the hours of cells that ran before it. Example (``sweeps/default.yaml``)::
+the hours of cells that ran before it. Example (after ``sweeps/default.yaml``)::
 
     name: default
     models:
       - identity                                   # preset name, its default weights
       - {preset: sd-vae-ft-mse, weights: random}   # random weights: efficiency only
+      - {preset: wf-vae-l-16ch, weights: official} # the release, fetched on first use
+      - {preset: sd-vae-ft-mse, weights: "hf://stabilityai/sd-vae-ft-ema"}  # any hub folder
     datasets: [synthetic]
     resolutions: [64, [64, 96]]                    # square side or [height, width]
     frames: [9, 17]
@@ -32,6 +34,9 @@ from vae_bench.metrics import CONVENTIONS
 DTYPES = ("float32", "float16", "bfloat16")
 QUALITY_METRICS = ("psnr", "psnr_clip", "ssim", "lpips", "flicker", "rfvd")
 FVD_EXTRACTORS = ("styleganv-i3d", "videogpt-i3d")
+# what a sweep does when a metric network file is absent ("fetch": download it first)
+LPIPS_MISSING = ("error", "skip", "fetch", "fetch-or-skip")
+FVD_MISSING = ("error", "random", "skip", "fetch", "fetch-or-random", "fetch-or-skip")
 
 
 class SweepError(ValueError):
@@ -55,13 +60,15 @@ class ModelEntry:
 class QualitySettings:
     metrics: tuple[str, ...] = QUALITY_METRICS
     lpips_net: str = "alex"
-    lpips_missing: str = "error"  # error | skip
+    lpips_missing: str = "error"  # error | skip | fetch | fetch-or-skip
     convention: str = "suite"  # suite | wf-vae-official (bench.metrics.CONVENTIONS)
     batch_size: int = 1
     max_clips: int | None = None
     fvd_extractor: str = "styleganv-i3d"
     fvd_weights: str | None = None  # None: the cache dir; a path; "random"
-    fvd_missing: str = "error"  # error | random | skip (when the weights file is absent)
+    # when the weights file is absent: error | random | skip | fetch | fetch-or-random |
+    # fetch-or-skip (fetch: download it; offline or failing, the part after "or")
+    fvd_missing: str = "error"
     fvd_protocol: str = "rfvd"  # rfvd | rfvd-legacy-batch
 
 
@@ -271,8 +278,8 @@ def parse_sweep(data: Any, source: str = "<sweep>") -> Sweep:
             raise _fail(
                 source, "quality.metrics", f"{metric!r} unknown; allowed: {list(QUALITY_METRICS)}"
             )
-    if quality.lpips_missing not in ("error", "skip"):
-        raise _fail(source, "quality.lpips_missing", "allowed: error, skip")
+    if quality.lpips_missing not in LPIPS_MISSING:
+        raise _fail(source, "quality.lpips_missing", f"allowed: {', '.join(LPIPS_MISSING)}")
     if quality.lpips_net not in ("alex", "vgg"):
         raise _fail(source, "quality.lpips_net", "allowed: alex, vgg")
     if quality.convention not in CONVENTIONS:
@@ -283,7 +290,7 @@ def parse_sweep(data: Any, source: str = "<sweep>") -> Sweep:
         )
     for key, value, allowed in (
         ("fvd_extractor", quality.fvd_extractor, FVD_EXTRACTORS),
-        ("fvd_missing", quality.fvd_missing, ("error", "random", "skip")),
+        ("fvd_missing", quality.fvd_missing, FVD_MISSING),
         ("fvd_protocol", quality.fvd_protocol, ("rfvd", "rfvd-legacy-batch")),
     ):
         if value not in allowed:

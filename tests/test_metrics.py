@@ -277,7 +277,7 @@ def test_missing_lpips_weights_raise_clear_error(
     message = str(error.value)
     assert file_name in message
     assert str(tmp_path / "hub" / "checkpoints") in message
-    assert "on a connected machine and copy it there." in message
+    assert f"`vae-bench fetch lpips-{net}`" in message
     assert not any(tmp_path.rglob("*.pth")), "nothing may be downloaded"
 
 

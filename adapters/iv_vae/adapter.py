@@ -34,6 +34,7 @@ from vae_bench.adapters.base import (
 from vae_bench.adapters.iv_vae.checkpoint import load_strict, read_state_dict, weights_file
 from vae_bench.adapters.iv_vae.model import SPATIAL_FACTOR, TEMPORAL_FACTOR, IVVAEConfig, IVVAEModel
 from vae_bench.adapters.sampling import cpu_seeded_sample, seeded_build
+from vae_bench.adapters.source import URL, Source
 
 FAMILY = "iv-vae"
 RANDOM_SEED = 0  # from_config: two random builds of one preset are identical
@@ -140,7 +141,9 @@ class IVVAE(VideoVAE):
         return cls(model, preset.name, weights=file_sha256(file), source=file)
 
 
-RELEASE = "modelscope.cn/models/wpy1999/iv-vae"
+# ModelScope serves a repo's files at models/<repo>/resolve/<revision>/<path>; the file
+# names are the README's list, at the repo root.
+RELEASE = "https://www.modelscope.cn/models/wpy1999/iv-vae/resolve/master"
 
 # (z_dim, dim, scale_factor, shift_factor) as the release's IV_VAE lists them.
 _RELEASED = (
@@ -155,7 +158,10 @@ PRESETS = tuple(
         f"iv-vae-z{z}-dim{dim}",
         IVVAE,
         config={"z_dim": z, "dim": dim, "scale_factor": scale, "shift_factor": shift},
-        release=f"{RELEASE} (file ivvae_z{z}_dim{dim}.pth)",
+        source=Source(
+            URL, f"{RELEASE}/ivvae_z{z}_dim{dim}.pth", files=(f"ivvae_z{z}_dim{dim}.pth",),
+            revision="", note="ModelScope publishes no sha256 here; the fetched file's is recorded",
+        ),  # fmt: skip
         description=f"IV-VAE, {z} latent channels, base width {dim}, 8x8x4, group causal",
     )
     for z, dim, scale, shift in _RELEASED

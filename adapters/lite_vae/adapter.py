@@ -44,12 +44,13 @@ from vae_bench.adapters.frames import DEFAULT_FRAME_BATCH, frame_batch_of, per_f
 from vae_bench.adapters.lite_vae.checkpoint import read_state_dict, weights_file
 from vae_bench.adapters.lite_vae.model import LiteAutoencoder, LiteVAEConfig
 from vae_bench.adapters.sampling import cpu_seeded_sample, seeded_build
+from vae_bench.adapters.source import HUB, Source
 
 FAMILY = "lite-vae"
 RANDOM_SEED = 0  # from_config: two random builds of one preset are identical
 MODEL_KEYS = tuple(item.name for item in fields(LiteVAEConfig))
 LOGVAR_RANGE = (-30.0, 20.0)  # the release's posterior clamp
-RELEASE_B = "https://huggingface.co/RGenDiff/olitevaeB_im_f8c12 (olitevaeB_im_f8c12.safetensors)"
+RELEASE_B = Source(HUB, "RGenDiff/olitevaeB_im_f8c12", files=("olitevaeB_im_f8c12.safetensors",))
 
 
 def split_config(config: Mapping[str, Any], name: str) -> tuple[LiteVAEConfig, int]:
@@ -179,7 +180,7 @@ PRESETS = (
         description=f"LiteVAE-S, 12 latent channels, encoder ~1.0M ({_NO_RELEASE})",
     ),
     Preset(
-        "lite-vae-b", LiteVAE, config=_B, release=RELEASE_B,
+        "lite-vae-b", LiteVAE, config=_B, source=RELEASE_B,
         description="LiteVAE-B, 12 latent channels, encoder ~6.6M (open-litevae release)",
     ),
     Preset(

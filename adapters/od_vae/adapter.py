@@ -39,6 +39,7 @@ from vae_bench.adapters.od_vae.checkpoint import (
 from vae_bench.adapters.od_vae.model import CausalVAEModel
 from vae_bench.adapters.od_vae.tiling import TemporalTiles, decode_chunks, encode_chunks
 from vae_bench.adapters.sampling import GaussianVideoVAE, seeded_build
+from vae_bench.adapters.source import HUB, Source
 from vae_bench.adapters.spatial_tiling import tiled_decode, tiled_encode
 
 FAMILY = "od-vae"
@@ -253,7 +254,10 @@ PRESETS = (
         "od-vae-4ch",
         ODVAE,
         config=release_config(),
-        release="huggingface.co/LanguageBind/Open-Sora-Plan-v1.2.0 (folder vae/)",
+        source=Source(
+            HUB, "LanguageBind/Open-Sora-Plan-v1.2.0", subfolder="vae",
+            files=("config.json", "checkpoint.ckpt"),
+        ),  # fmt: skip
         description="OD-VAE (paper Variant 4), Open-Sora Plan v1.2 CausalVideoVAE, 4 channels, "
         "8x8x4 (239M)",
     ),
@@ -274,14 +278,20 @@ PRESETS = (
         "od-vae-v1.1-4ch",
         ODVAE,
         config=release_config(**_V11),
-        release="huggingface.co/LanguageBind/Open-Sora-Plan-v1.1.0 (folder vae/)",
+        source=Source(
+            HUB, "LanguageBind/Open-Sora-Plan-v1.1.0", subfolder="vae",
+            note="file names not checked here: the whole vae/ folder is fetched",
+        ),  # fmt: skip
         description="Open-Sora Plan v1.1 CausalVideoVAE, 4 channels, 8x8x4 (247M)",
     ),
     Preset(
         "od-vae-v1.0-4ch",
         ODVAE,
         config=release_config(**_V10),
-        release="huggingface.co/LanguageBind/Open-Sora-Plan-v1.0.0 (folder vae/)",
+        source=Source(
+            HUB, "LanguageBind/Open-Sora-Plan-v1.0.0", subfolder="vae",
+            note="file names not checked here: the whole vae/ folder is fetched",
+        ),  # fmt: skip
         description="Open-Sora Plan v1.0 CausalVideoVAE, all 3D, 4 channels, 8x8x4 (229M)",
     ),
 )

@@ -33,6 +33,7 @@ from vae_bench.adapters.base import (
     file_sha256,
 )
 from vae_bench.adapters.sampling import GaussianVideoVAE, seeded_build
+from vae_bench.adapters.source import DIFFUSERS_FILES, HUB, Source
 from vae_bench.adapters.spatial_tiling import tiled_decode, tiled_encode
 from vae_bench.adapters.wf_vae.checkpoint import LoadReport, load_model
 from vae_bench.adapters.wf_vae.model import SPATIAL_FACTOR, TEMPORAL_FACTOR, WFVAEModel
@@ -188,7 +189,7 @@ PRESETS = (
         config=_release_config(
             base_channels=192, encoder_energy_flow_hidden_size=128, latent_dim=16
         ),
-        release="huggingface.co/chestnutlzj/WF-VAE-L-16Chn",
+        source=Source(HUB, "chestnutlzj/WF-VAE-L-16Chn", files=DIFFUSERS_FILES),
         description="WF-VAE-L, 16 latent channels, 8x8x4 (CVPR 2025 release, 317M)",
     ),
     Preset(
@@ -197,7 +198,10 @@ PRESETS = (
         # Open-Sora Plan v1.3's VAE (distilled from OD-VAE): the ae config of its
         # inference examples (mindspeed-mm branch) for formal_8dim/merged.ckpt
         config=_release_config(connect_res_layer_num=2, scale=[0.18215] * 8, shift=[0] * 8),
-        release="huggingface.co/LanguageBind/Open-Sora-Plan-v1.3.0 (folder vae/)",
+        source=Source(
+            HUB, "LanguageBind/Open-Sora-Plan-v1.3.0", subfolder="vae",
+            note="file names not checked here: the whole vae/ folder is fetched",
+        ),  # fmt: skip
         description="WF-VAE-S, 8 latent channels, 8x8x4 (Open-Sora Plan v1.3, 147M)",
     ),
 )

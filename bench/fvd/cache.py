@@ -18,11 +18,15 @@ from vae_bench.fvd.frechet import FeatureStats
 CACHE_ENV = "VAE_BENCH_CACHE"
 
 
+def cache_root() -> Path:
+    """The suite's cache: $VAE_BENCH_CACHE, or ~/.cache/vae-bench."""
+    root = os.environ.get(CACHE_ENV)
+    return Path(root).expanduser() if root else Path.home() / ".cache" / "vae-bench"
+
+
 def cache_dir() -> Path:
     """rFVD's directory: $VAE_BENCH_CACHE/fvd, or ~/.cache/vae-bench/fvd."""
-    root = os.environ.get(CACHE_ENV)
-    base = Path(root).expanduser() if root else Path.home() / ".cache" / "vae-bench"
-    return base / "fvd"
+    return cache_root() / "fvd"
 
 
 def stats_key(dataset: str, protocol: str, extractor: str) -> str:

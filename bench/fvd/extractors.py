@@ -15,9 +15,10 @@ then values scaled to [-1, 1]. Greyscale is repeated to three channels. All fram
 clip are used; clips shorter than the network's minimum are an error (StyleGAN-V drops
 such clips, the others fail), never padded.
 
-Weights are never downloaded: a missing file raises MetricUnavailable naming it and the
-directory to put it in. ``weights="random"`` gives a seeded random-initialised I3D,
-labelled ``random``.
+Building an extractor never downloads (``vae-bench fetch styleganv-i3d`` or a sweep's
+``fvd_missing: fetch`` does): a missing file raises MetricUnavailable naming it, the
+directory it belongs in and the fetch command. ``weights="random"`` gives a seeded
+random-initialised I3D, labelled ``random``.
 """
 
 from __future__ import annotations
@@ -231,10 +232,9 @@ def resolve_weights(name: str, weights: str | Path | None) -> Path:
     if not path.is_file():
         raise MetricUnavailable(
             f"rFVD extractor {name!r} needs {info.filename} ({info.source}); no file at "
-            f"{path}. Put {info.filename} in {cache_dir()} (${CACHE_ENV}/fvd, default "
-            "~/.cache/vae-bench/fvd) or give its path in the sweep as "
-            "`quality.fvd_weights: <path to the file>`; `quality.fvd_weights: random` runs a "
-            "random-initialised I3D, labelled random."
+            f"{path}. Run `vae-bench fetch {name}` (it goes to {cache_dir()}, ${CACHE_ENV}/fvd) "
+            "or give its path in the sweep as `quality.fvd_weights: <path to the file>`; "
+            "`quality.fvd_weights: random` runs a random-initialised I3D, labelled random."
         )
     return path
 

@@ -3,8 +3,9 @@
 Inputs stay in [-1, 1] (clamped), the range the package expects; grayscale clips are
 repeated to three channels as the official WF-VAE script does. The package's linear
 heads ship inside the package; the ImageNet backbone comes from torchvision's cache.
-This machine never downloads it: the file is looked up first and a missing one raises
-``MetricUnavailable`` naming the file and the folder to put it in.
+Building the metric never downloads it (``vae-bench fetch lpips-alex`` or a sweep's
+``lpips_missing: fetch`` does): a missing file raises ``MetricUnavailable`` naming the
+file, the folder it belongs in and the fetch command.
 
 ``pretrained=False`` keeps the shipped linear heads on a randomly initialised backbone
 (seeded, so reproducible), recorded as ``backbone=random`` in the protocol: useful for
@@ -74,9 +75,9 @@ def build_lpips_module(net: str, *, pretrained: bool, spatial: bool) -> torch.nn
         if not path.is_file():
             raise MetricUnavailable(
                 f"LPIPS (net={net}) needs the ImageNet backbone weights file {path.name!r} "
-                f"in {str(path.parent)!r} (torchvision's cache; TORCH_HOME moves it). "
-                f"Nothing is downloaded here: fetch {backbone_weights_url(net)} on a "
-                "connected machine and copy it there."
+                f"in {str(path.parent)!r} (torchvision's cache; TORCH_HOME moves it): run "
+                f"`vae-bench fetch lpips-{net}` (it downloads {backbone_weights_url(net)}), "
+                "or set `quality.lpips_missing: skip` in the sweep."
             )
     with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
         # the package still passes torchvision's deprecated `pretrained=` argument

@@ -66,7 +66,7 @@ def run(tmp_path: Path, capsys, sweep, *extra: str) -> tuple[int, str]:
         ({"quality": {"metrics": []}}, "quality.metrics: must be a non-empty list, got []"),
         ({"quality": {"batch_size": 0}}, "quality.batch_size: 0 is not a positive integer"),
         ({"quality": {"fvd_missing": "ignore"}}, "quality.fvd_missing: 'ignore' not allowed; "
-         "allowed: ['error', 'random', 'skip']"),
+         "allowed: ['error', 'random', 'skip', 'fetch', 'fetch-or-random', 'fetch-or-skip']"),
         ({"efficiency": {"seed": "abc"}}, "efficiency.seed: must be an integer >= 0, got 'abc'"),
         ({"efficiency": {"warmup": -1}}, "efficiency.warmup: must be an integer >= 0, got -1"),
         ({"efficiency": {"speed": 2}}, "efficiency: unknown key(s) ['speed']; allowed: "
