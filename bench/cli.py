@@ -1,4 +1,4 @@
-"""``vae-bench``: list models and datasets, run sweeps, redraw reports."""
+"""``vae-bench``: list models, datasets and paper protocols, run sweeps, redraw reports."""
 
 from __future__ import annotations
 
@@ -109,6 +109,13 @@ def _cmd_table(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_papers(args: argparse.Namespace) -> int:
+    from vae_bench.report.published import list_papers
+
+    print(list_papers())
+    return 0
+
+
 def _cmd_compare(args: argparse.Namespace) -> int:
     from vae_bench.report.compare import to_markdown
 
@@ -145,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="override the sweep's device (auto|cpu|cuda:N)")
     p.add_argument("--no-plots", action="store_true", help="CSVs only (`report` draws later)")
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("papers", help="the paper protocols (sweeps) and their published tables")
+    p.set_defaults(func=_cmd_papers)
 
     p = sub.add_parser("report", help="redraw the plots of a run from its results.csv")
     p.add_argument("run", help="run directory, e.g. reports/default")

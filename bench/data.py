@@ -246,7 +246,11 @@ class FolderDataset(Dataset):
         root = self.config.root
         if not root.is_dir():
             what = "is not a directory" if root.exists() else "does not exist"
-            raise DatasetError(f"{self._where()}: root {root} {what}")
+            raise DatasetError(
+                f"{self._where()}: root {root} {what}; point the dataset's `root` at its "
+                f"videos in {self.source or 'the datasets file'} (or name another datasets "
+                "file in $VAE_BENCH_DATASETS or the sweep's datasets_file)"
+            )
         extensions = {e.lower().lstrip(".") for e in self.config.extensions}
         ids = sorted(
             path.relative_to(root).as_posix()
