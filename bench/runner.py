@@ -226,11 +226,14 @@ def plan(sweep: Sweep, device: str | None = None) -> Plan:
                                 spec.frame_rule,
                             )
         del vae
+    missing = []
     for name in sorted({cell.dataset for cell in cells.values() if cell.kind == "quality"}):
         try:  # a folder root is checked where it is used: here, before any work
             datasets[name].clip_ids()
         except DatasetError as error:
-            raise SweepError(f"{src}: datasets: {error}") from None
+            missing.append(str(error))  # every missing dataset named at once
+    if missing:
+        raise SweepError(f"{src}: datasets: {' | '.join(missing)}")
     return Plan(
         sweep, tuple(cells.values()), datasets, torch_device, lpips_skip, fvd, requested_frames
     )
