@@ -232,6 +232,11 @@ def plan(sweep: Sweep, device: str | None = None) -> Plan:
             datasets[name].clip_ids()
         except DatasetError as error:
             missing.append(str(error))  # every missing dataset named at once
+        longest = datasets[name].max_frames
+        asked = sorted({c.frames for c in cells.values() if c.dataset == name})
+        if longest is not None and asked[-1] > longest:
+            missing.append(f"dataset {name!r} gives clips of at most {longest} frame(s) "
+                           f"(an image folder); frames {asked} requested: use frames: [1]")
     if missing:
         raise SweepError(f"{src}: datasets: {' | '.join(missing)}")
     return Plan(
