@@ -109,6 +109,8 @@ def _quality_settings(sweep: Sweep, metrics: tuple[str, ...], fvd: FvdPlan) -> s
     if "rfvd" in metrics:
         settings |= {"fvd_extractor": q.fvd_extractor, "fvd_weights": fvd.weights,
                      "fvd_protocol": q.fvd_protocol}  # fmt: skip
+    if "rfid" in metrics:
+        settings["fid_weights"] = q.fid_weights
     return json.dumps(settings, sort_keys=True)
 
 
@@ -149,6 +151,14 @@ def plan(sweep: Sweep, device: str | None = None) -> Plan:
     datasets = {name: all_datasets[name] for name in sweep.datasets}
     lpips_skip = _lpips_check(sweep, torch_device) if _any_quality(sweep) else ""
     fvd = _fvd_check(sweep) if _any_quality(sweep) else FvdPlan()
+    if "rfid" in sweep.quality.metrics and _any_quality(sweep):
+        from vae_bench.metrics.rfid import find_weights
+
+        try:  # rFID's Inception weights: before any work
+            find_weights(sweep.quality.fid_weights)
+        except MetricUnavailable as error:
+            raise SweepError(f"{src}: quality.metrics: {error} (or set quality.fid_weights, "
+                             "or leave rfid out)") from None
     skipped = {"lpips": bool(lpips_skip), "rfvd": bool(fvd.skip_reason)}
     metrics = tuple(m for m in sweep.quality.metrics if not skipped.get(m))
 
@@ -397,7 +407,7 @@ def collect_result_warnings() -> Iterator[list[str]]:
 def run_quality(cell: Cell, vae: VideoVAE, dataset: Dataset, plan: Plan, base: dict[str, Any]):
     """One pass over the clips computing every metric; returns (results, clips, frames)."""
     settings = json.loads(cell.settings)
-    names = [m for m in settings["metrics"] if m != "rfvd"]
+    names = [m for m in settings["metrics"] if m not in ("rfvd", "rfid")]  # set-level ones
     metrics: list[VideoMetric] = build_metrics(
         names,
         device=plan.device,
@@ -412,6 +422,12 @@ def run_quality(cell: Cell, vae: VideoVAE, dataset: Dataset, plan: Plan, base: d
     rfvd, rfvd_skip = None, ""
     if "rfvd" in settings["metrics"]:
         rfvd, rfvd_skip = _build_rfvd(settings, cell, dataset, plan)
+    rfid = None
+    if "rfid" in settings["metrics"]:
+        from vae_bench.metrics.rfid import RFID
+
+        rfid = RFID(settings.get("fid_weights")).to(plan.device)
+    whole_set = [m for m in (rfvd, rfid) if m is not None]  # one value per cell
     clip_ids = dataset.clip_ids()
     if settings["max_clips"]:
         clip_ids = clip_ids[: settings["max_clips"]]
@@ -444,7 +460,7 @@ def run_quality(cell: Cell, vae: VideoVAE, dataset: Dataset, plan: Plan, base: d
                         evaluated.append(row)
                 nonfinite += int((~finite).sum())
                 if finite.any():
-                    for metric in [*metrics, *([rfvd] if rfvd is not None else [])]:
+                    for metric in [*metrics, *whole_set]:
                         if not any(metric is m for m in against_full):
                             metric.update(target[finite], recon[finite])
                     for metric in against_full:
@@ -464,7 +480,7 @@ def run_quality(cell: Cell, vae: VideoVAE, dataset: Dataset, plan: Plan, base: d
     notes += caveats
     message = "; ".join(notes)
     results, frames = [], []
-    for metric in [*metrics, *([rfvd] if rfvd is not None else [])]:
+    for metric in [*metrics, *whole_set]:
         row = {**base, "protocol": f"{dataset.protocol};{metric.protocol}",
                "metric": metric.name, "unit": metric.unit, "n": n, "message": message}  # fmt: skip
         if n == 0:
@@ -473,6 +489,15 @@ def run_quality(cell: Cell, vae: VideoVAE, dataset: Dataset, plan: Plan, base: d
             continue
         if metric is rfvd:
             results.append(_rfvd_row(rfvd, row, plan, nonfinite))
+            continue
+        if metric is rfid:
+            try:  # every rank takes part in compute's sync
+                value = float(rfid.compute())
+            except RuntimeError as error:  # fewer than two frames per set
+                results.append({**row, "value": math.nan, "status": "skipped",
+                                "message": f"rFID: {error}"})
+                continue
+            results.append({**row, "value": value, "status": "ok"})
             continue
         per_clip = metric.per_clip().double().cpu().numpy()
         for clip_row, value in zip(evaluated, per_clip, strict=True):
