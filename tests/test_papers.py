@@ -303,6 +303,8 @@ def test_published_columns_show_the_differences(tiny_run, tmp_path):
     assert "Published: Test paper, arXiv 0000.00000, Table A, rows bicubic; identity" in notes
     assert "largest difference between repeated reports of one checkpoint: psnr 0.25" in notes
     assert "Table B" not in notes  # another sweep's table
+    latex = render(table, "latex")  # the added symbols are escaped for LaTeX too
+    assert r"$\Delta$" in latex and "Δ" not in latex and "−" not in latex
 
 
 def test_published_efficiency_compares_ratios(tiny_run, tmp_path):

@@ -827,7 +827,8 @@ _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$",
                   "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
                   "^": r"\textasciicircum{}", "↑": r"$\uparrow$", "↓": r"$\downarrow$",
                   "∞": r"$\infty$", "±": r"$\pm$", "—": "---", "–": "--", "·": r"$\cdot$",
-                  "×": r"$\times$"}  # fmt: skip
+                  "×": r"$\times$", "Δ": r"$\Delta$", "÷": r"$\div$",
+                  "−": "$-$"}  # fmt: skip
 
 
 def latex_escape(text: str) -> str:
