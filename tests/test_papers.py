@@ -247,6 +247,8 @@ def _published_csv(tmp_path: Path) -> Path:
              value="0.5000"),
         dict(base, table="Table A", row="identity", preset="identity", metric="ssim",
              value="0.9990"),
+        dict(base, table="Table A", row="identity", preset="identity", metric="psnr",
+             value="40.00"),
         dict(base, table="Table C", row="bicubic", preset="bicubic-f8", metric="latency_s",
              phase="encode", value="0.30", ratio_to="identity", bench_dataset=""),
         dict(base, table="Table C", row="identity", preset="identity", metric="latency_s",
@@ -297,7 +299,9 @@ def test_published_columns_show_the_differences(tiny_run, tmp_path):
     assert float(bicubic["Δ"].split()[0]) == pytest.approx(ssim - 0.5, abs=5e-5)
     assert "(!)" not in bicubic["Δ"]  # SSIM never repeated: no tolerance, never flagged
     identity = cells["identity"]
-    assert identity["Paper (dB)"] == "—"  # no published PSNR for the identity
+    assert identity["PSNR (dB) ↑"] == "**∞**"
+    assert identity["Paper (dB)"] == "40.00"
+    assert identity["Δ (dB)"] == "+∞ (!)"  # a perfect reconstruction is infinitely above
     assert float(identity["Δ"]) == pytest.approx(1.0 - 0.999, abs=5e-5)
     notes = text.split("\n\n", 1)[1]
     assert "Published: Test paper, arXiv 0000.00000, Table A, rows bicubic; identity" in notes

@@ -148,14 +148,15 @@ def _quality_columns(table: Table, j: int, rows: pd.DataFrame, match: _Match,
         paper.append(Cell(float(published.value), status="ok",
                           text=_fmt(published.value, decimals)))
         ours = row[j]
-        if not _ok(ours):
+        if ours.status != "ok" or math.isnan(ours.value):
             delta.append(Cell(text="—"))
             continue
-        diff = ours.value - float(published.value)
+        diff = ours.value - float(published.value)  # infinite for a perfect PSNR
         half = (ours.ci_high - ours.ci_low) / 2 if math.isfinite(ours.ci_high - ours.ci_low) else 0
         flag = tolerance is not None and abs(diff) > tolerance + half
-        delta.append(Cell(diff, status="ok", text=_fmt(diff, decimals, sign=True)
-                          + (FLAG if flag else "")))
+        text = _fmt(diff, decimals, sign=True) if math.isfinite(diff) else (
+            "+∞" if diff > 0 else "-∞")
+        delta.append(Cell(diff, status="ok", text=text + (FLAG if flag else "")))
     if all(c.status != "ok" for c in paper):
         return []
     return [(Column(f"published:{match.where}:{match.metric}", "Paper", column.unit, None,
