@@ -24,6 +24,7 @@ from vae_bench.report.published import (
     data_file,
     list_papers,
     load_published,
+    operating_point,
     tolerances,
     with_published,
 )
@@ -122,6 +123,7 @@ def test_tolerance_is_the_largest_spread_of_repeated_reports(published):
     (lambda d: d.assign(value=["n/a"] + list(d.value[1:])), "is not a number"),
     (lambda d: d.assign(mode=["tiled"] + list(d["mode"][1:])), "mode 'tiled'"),
     (lambda d: d.drop(columns=["ratio_to"]), "missing column"),
+    (lambda d: d.assign(resolution=["256"] + list(d.resolution[1:])), "HEIGHTxWIDTH"),
 ])
 def test_bad_published_rows_are_named(tmp_path, edit, message):
     raw = pd.read_csv(data_file(), dtype=str,
@@ -237,6 +239,7 @@ def _published_csv(tmp_path: Path) -> Path:
     a spread of 0.25 dB (the PSNR tolerance); SSIM is never repeated (no tolerance)."""
     base = dict(paper="Test paper", arxiv="0000.00000", source="test", model="m", channels="",
                 dataset="Synthetic", bench_dataset="synthetic", phase="", mode="full",
+                resolution="32x32", frames="5",
                 unit="", ratio_to="", sweep="tiny", protocol_notes="synthetic check")
     rows = [
         dict(base, table="Table A", row="bicubic", preset="bicubic-f8", metric="psnr",
@@ -321,11 +324,11 @@ def test_published_efficiency_compares_ratios(tiny_run, tmp_path):
     ratio = encode["bicubic-f8"] / encode["identity"]
     row = cells["bicubic-f8"]
     ours_key = next(k for k in row if k.startswith("encode · Ours ÷ identity"))
-    assert float(row[ours_key]) == pytest.approx(ratio, rel=0.01)
+    assert float(row[ours_key]) == pytest.approx(ratio, abs=0.005)  # printed to 0.01
     paper_key = next(k for k in row if k.startswith("encode · Paper ÷ identity"))
     assert row[paper_key] == "3.00"
     delta_key = next(k for k in row if k.startswith("encode · Δ (%)"))
-    assert int(row[delta_key]) == round((ratio / 3.0 - 1) * 100)
+    assert abs(int(row[delta_key]) - (ratio / 3.0 - 1) * 100) <= 0.5 + 1e-9  # printed to 1%
     assert cells["identity"][delta_key] == "ref"
     assert "ratios to the reference model" in text
 
@@ -338,6 +341,20 @@ def test_table_command_published_by_run_name(tiny_run, tmp_path, capsys, monkeyp
     assert "Paper (dB)" in capsys.readouterr().out
     assert main(["table", str(tiny_run), "--published", "nope"]) == 2
     assert "no published values; choose one of: tiny, other" in capsys.readouterr().err
+    assert main(["table", str(tiny_run), "--published", "--resolution", "64"]) == 2
+    assert "--resolution 64x64: the published values are at 32x32" in capsys.readouterr().err
+
+
+def test_operating_point_is_the_papers(published):
+    """WF-VAE Fig. 4's values are at 512x512 and 33 frames: the table shows that point
+    unless asked for another, which is refused (Allegro's 32 frames has no preset)."""
+    results = pd.DataFrame({"run": ["wf-vae-fig4"]})
+    assert operating_point(published, "auto", results, None, None) == ((512, 512), 33)
+    assert operating_point(published, "auto", results, (512, 512), 33) == ((512, 512), 33)
+    with pytest.raises(PublishedError, match="--frames 17: the published values are at 33"):
+        operating_point(published, "auto", results, None, 17)
+    encode81 = operating_point(published, "open-sora-plan-v1.2-encode-81f", results, None, None)
+    assert encode81 == ((256, 256), 81)
 
 
 def test_shipped_values_beside_a_synthetic_run_relabelled(tiny_run):

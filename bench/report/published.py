@@ -18,6 +18,7 @@ comparison is of ratios to the sweep's reference model, measured in the same run
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from importlib.resources import files
@@ -28,7 +29,8 @@ import pandas as pd
 from vae_bench.report.tables import ALIASES, Cell, Column, Table, TableError
 
 COLUMNS = ("paper", "arxiv", "source", "table", "row", "model", "preset", "channels",
-           "dataset", "bench_dataset", "metric", "phase", "mode", "value", "unit",
+           "dataset", "bench_dataset", "metric", "phase", "mode", "resolution", "frames",
+           "value", "unit",
            "ratio_to", "sweep", "protocol_notes")  # fmt: skip
 CITATION = ("paper", "source", "table", "row", "model", "metric", "sweep")
 MODES = ("full", "block-wise")  # block-wise: any chunked or tiled mode of the run
@@ -64,6 +66,10 @@ def load_published(path: str | Path | None = None) -> pd.DataFrame:
             raise PublishedError(f"{where}: value {row['value']!r} is not a number") from None
         if not math.isfinite(value):
             raise PublishedError(f"{where}: value {row['value']!r} is not finite")
+        if not re.fullmatch(r"[1-9]\d*x[1-9]\d*", row["resolution"]) or not re.fullmatch(
+                r"[1-9]\d*", row["frames"]):
+            raise PublishedError(f"{where}: resolution {row['resolution']!r} (HEIGHTxWIDTH) "
+                                 f"and frames {row['frames']!r} (a positive integer) needed")
         if row["mode"] not in MODES:
             raise PublishedError(f"{where}: mode {row['mode']!r}; allowed: {', '.join(MODES)}")
         if bool(row["phase"]) != bool(row["ratio_to"]):
@@ -99,6 +105,33 @@ def select(data: pd.DataFrame, name: str, runs: Iterable[str]) -> pd.DataFrame:
             return data[data.sweep == sweep]
     what = f"run {', '.join(wanted) or '?'}" if name == "auto" else f"--published {name}"
     raise PublishedError(f"{what}: no published values; choose one of: {', '.join(known)}")
+
+
+def operating_point(data: pd.DataFrame, name: str, results: pd.DataFrame,
+                    resolution: tuple[int, int] | None, frames: int | None,
+                    ) -> tuple[tuple[int, int] | None, int | None]:
+    """The table's size and clip length: the paper's, unless asked for, which must agree.
+
+    A comparison at another size than the paper's would be meaningless, so an explicit
+    different one is an error."""
+    runs = dict.fromkeys(str(r) for r in results["run"]) if "run" in results else {}
+    rows = select(data, name, runs)
+    rows = rows[rows.preset != ""]
+    sizes = {tuple(int(v) for v in r.split("x")) for r in rows.resolution}
+    lengths = {int(f) for f in rows.frames}
+    if len(sizes) == 1:
+        (size,) = sizes
+        if resolution is not None and resolution != size:
+            raise PublishedError(f"--resolution {resolution[0]}x{resolution[1]}: the published "
+                                 f"values are at {size[0]}x{size[1]}")
+        resolution = size
+    if len(lengths) == 1:
+        (length,) = lengths
+        if frames is not None and frames != length:
+            raise PublishedError(f"--frames {frames}: the published values are at {length} "
+                                 "frames")
+        frames = length
+    return resolution, frames
 
 
 # ------------------------------------------------------------------------ annotating

@@ -948,12 +948,16 @@ def make_table(
         models=tuple(models) if models else None, ci=ci, build_models=build_models,
     )  # fmt: skip
     frame = read_results(results)
-    table = build_table(frame, layout, options)
-    # --- published values beside ours (vae_bench.report.published) ---
+    # --- published values beside ours (vae_bench.report.published), at the paper's size ---
     if published is not None:
-        from vae_bench.report.published import with_published
+        from vae_bench.report import published as paper
 
-        table = with_published(table, frame, published)
+        size, length = paper.operating_point(paper.load_published(), published, frame,
+                                             options.resolution, options.frames)
+        options = replace(options, resolution=size, frames=length)
+    table = build_table(frame, layout, options)
+    if published is not None:
+        table = paper.with_published(table, frame, published)
     # --- end published ---
     text = render(table, fmt)
     if output is not None:
