@@ -84,9 +84,11 @@ def load_published(path: str | Path | None = None) -> pd.DataFrame:
 
 def tolerances(data: pd.DataFrame) -> dict[str, float]:
     """Per quality metric: the largest spread of repeated published values of one
-    checkpoint, dataset and mode (rows that name a preset, across tables and papers)."""
+    checkpoint, dataset, mode, size and length (rows that name a preset, across tables and
+    papers)."""
     quality = data[(data.phase == "") & (data.preset != "")]
-    spread = quality.groupby(["preset", "bench_dataset", "mode", "metric"]).value.agg(
+    key = ["preset", "bench_dataset", "mode", "resolution", "frames", "metric"]
+    spread = quality.groupby(key).value.agg(
         lambda v: v.max() - v.min() if len(v) > 1 else math.nan)
     out = spread.dropna().groupby(level="metric").max()
     return {metric: float(value) for metric, value in out.items()}
