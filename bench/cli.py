@@ -1,4 +1,5 @@
-"""``vae-bench``: list models and datasets, fetch weights, run sweeps, redraw reports."""
+"""``vae-bench``: list models, datasets and paper protocols, fetch weights, run sweeps, redraw
+reports."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
         print("sweeps (shipped; `vae-bench run NAME`):")
         for name, path in sweeps.shipped().items():
-            print(f"  {name:28s} {path}")
+            print(f"  {name:38s} {path}")
         return 0
     print("models (presets):")
     for name, preset in presets().items():
@@ -121,6 +122,13 @@ def _cmd_table(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_papers(args: argparse.Namespace) -> int:
+    from vae_bench.report.published import list_papers
+
+    print(list_papers())
+    return 0
+
+
 def _cmd_compare(args: argparse.Namespace) -> int:
     from vae_bench.report.compare import to_markdown
 
@@ -171,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--offline", action="store_true",
                    help="no network: check and show what is cached (as HF_HUB_OFFLINE=1)")
     p.set_defaults(func=_cmd_fetch)
+
+    p = sub.add_parser("papers", help="the paper protocols (sweeps) and their published tables")
+    p.set_defaults(func=_cmd_papers)
 
     p = sub.add_parser("report", help="redraw the plots of a run from its results.csv")
     p.add_argument("run", help="run directory, e.g. reports/default")

@@ -6,7 +6,8 @@ Clips that cannot be used (too short, unreadable) come back as :class:`SkippedCl
 the reason, so a run goes on and the reason lands in the per-clip CSV.
 
 Two kinds exist. ``synthetic`` (built in, see :mod:`vae_bench.synthetic`) needs no files.
-``folder`` decodes a directory tree of videos with PyAV. Its default spatial protocol is
+``folder`` decodes a directory tree of videos with PyAV; with ``media: images`` each image
+file is a clip of one frame (the image autoencoders' protocol). Its default spatial protocol is
 the official WF-VAE evaluation's (``causalvideovae/dataset/video_dataset.py``,
 ``ValidVideoDataset``): frames as float in ``[0, 1]``, torchvision ``Resize(short side)``
 (bilinear, antialiased, ``align_corners=False``, long side truncated to an integer), then
@@ -43,6 +44,8 @@ KINDS = ("synthetic", "folder")
 START_POLICIES = ("first", "center", "random")
 RESIZE_MODES = ("short_side_crop", "stretch")
 INTERPOLATIONS = ("bilinear", "bicubic", "area", "nearest-exact")
+MEDIA = ("videos", "images")
+IMAGE_EXTENSIONS = ("png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff")
 VIDEO_EXTENSIONS = (
     "mp4", "m4v", "mov", "mkv", "webm", "avi", "mpg", "mpeg", "ts", "flv", "wmv", "ogv",
     "3gp", "gif",
@@ -85,6 +88,7 @@ class Dataset(abc.ABC):
     """A named, deterministic list of clips; ranks shard :meth:`clip_ids` among them."""
 
     name: str
+    max_frames: int | None = None  # the longest clip it can give (None: no fixed limit)
 
     @property
     @abc.abstractmethod
@@ -186,9 +190,11 @@ class FolderConfig:
     antialias: bool = True
     max_clips: int | None = None
     extensions: tuple[str, ...] = VIDEO_EXTENSIONS
+    media: str = "videos"  # images: each file is a clip of one frame
 
     def __post_init__(self) -> None:
         for key, allowed in (
+            ("media", MEDIA),
             ("start", START_POLICIES),
             ("resize", RESIZE_MODES),
             ("interpolation", INTERPOLATIONS),
@@ -219,6 +225,7 @@ class FolderDataset(Dataset):
         self.source = source  # the datasets file that defined it, for error messages
         self._ids: list[str] | None = None
         self._known: frozenset[str] = frozenset()
+        self.max_frames = 1 if config.media == "images" else None
 
     @property
     def protocol(self) -> str:
@@ -227,8 +234,9 @@ class FolderDataset(Dataset):
         interp = c.interpolation + (",antialias" if c.antialias and smooth else "")
         interp += ",align_corners=False" if smooth else ""
         start = f"random(seed={c.seed})" if c.start == "random" else c.start
+        media = "media=images," if c.media == "images" else ""  # videos: as before
         return (
-            f"folder(decode=pyav-rgb24(deeper:rgb48-rounded),sample_rate={c.sample_rate},start={start},"
+            f"folder({media}decode=pyav-rgb24(deeper:rgb48-rounded),sample_rate={c.sample_rate},start={start},"
             f"resize={c.resize}({interp}),crop=center,range=[-1,1],"
             f"max_clips={c.max_clips if c.max_clips is not None else 'all'})"
         )
@@ -246,7 +254,11 @@ class FolderDataset(Dataset):
         root = self.config.root
         if not root.is_dir():
             what = "is not a directory" if root.exists() else "does not exist"
-            raise DatasetError(f"{self._where()}: root {root} {what}")
+            raise DatasetError(
+                f"{self._where()}: root {root} {what}; set the dataset's `root: <folder of "
+                f"its videos>` in {self.source or 'the datasets file'} (or name another datasets "
+                "file in $VAE_BENCH_DATASETS or the sweep's `datasets_file: <path>`)"
+            )
         extensions = {e.lower().lstrip(".") for e in self.config.extensions}
         ids = sorted(
             path.relative_to(root).as_posix()
@@ -257,7 +269,7 @@ class FolderDataset(Dataset):
         )
         if not ids:
             raise DatasetError(
-                f"{self._where()}: no video files under {root} "
+                f"{self._where()}: no {self.config.media[:-1]} files under {root} "
                 f"(extensions: {', '.join(sorted(extensions))})"
             )
         return ids[: self.config.max_clips] if self.config.max_clips else ids
@@ -270,6 +282,8 @@ class FolderDataset(Dataset):
             raise DatasetError(f"{self._where()}: unknown clip id {clip_id!r}")
         path = self.config.root / clip_id
         source = str(path)
+        if self.max_frames is not None and frames > self.max_frames:
+            return SkippedClip(clip_id, source, f"an image is one frame; {frames} requested")
         try:
             size = path.stat().st_size
         except OSError as error:
@@ -390,7 +404,7 @@ _COMMON_KEYS = ("kind", "description")
 _SYNTHETIC_KEYS = (*_COMMON_KEYS, "num_clips", "seed")
 _FOLDER_KEYS = (
     *_COMMON_KEYS, "root", "sample_rate", "start", "seed", "resize", "interpolation",
-    "antialias", "max_clips", "extensions",
+    "antialias", "max_clips", "extensions", "media",
 )  # fmt: skip
 
 
@@ -464,7 +478,9 @@ def _build(source: str, base_dir: Path, name: str, data: Any) -> Dataset:
     root = Path(os.path.expanduser(entry.text("root")))
     if "\0" in str(root):
         raise entry.error("root", f"not a valid path: {str(root)!r}")
-    extensions = data.get("extensions", list(VIDEO_EXTENSIONS))
+    media = entry.choice("media", "videos", MEDIA)
+    defaults = IMAGE_EXTENSIONS if media == "images" else VIDEO_EXTENSIONS
+    extensions = data.get("extensions", list(defaults))
     if (
         not isinstance(extensions, list)
         or not extensions
@@ -481,6 +497,7 @@ def _build(source: str, base_dir: Path, name: str, data: Any) -> Dataset:
         antialias=entry.boolean("antialias", True),
         max_clips=entry.integer("max_clips", None, 1),
         extensions=tuple(e.strip(". ").lower() for e in extensions),
+        media=media,
     )
     return FolderDataset(name, config, source)
 

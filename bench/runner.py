@@ -143,6 +143,8 @@ def _quality_settings(sweep: Sweep, metrics: tuple[str, ...], fvd: FvdPlan) -> s
     if "rfvd" in metrics:
         settings |= {"fvd_extractor": q.fvd_extractor, "fvd_weights": fvd.weights,
                      "fvd_protocol": q.fvd_protocol}  # fmt: skip
+    if "rfid" in metrics:
+        settings["fid_weights"] = q.fid_weights
     return json.dumps(settings, sort_keys=True)
 
 
@@ -225,6 +227,16 @@ def plan(sweep: Sweep, device: str | None = None) -> Plan:
             _fetch_weights(sweep),
         )
     )
+    if "rfid" in sweep.quality.metrics and quality_cells:
+        from vae_bench.metrics.rfid import find_weights
+
+        try:  # rFID's Inception weights: before any work
+            find_weights(sweep.quality.fid_weights)
+        except MetricUnavailable as error:
+            raise SweepError(
+                f"{src}: quality.metrics: {error} (or set `quality.fid_weights: <path to the "
+                "file>`, or leave rfid out)"
+            ) from None
     skipped = {"lpips": bool(lpips_skip), "rfvd": bool(fvd.skip_reason)}
     metrics = tuple(m for m in sweep.quality.metrics if not skipped.get(m))
 
@@ -303,11 +315,19 @@ def plan(sweep: Sweep, device: str | None = None) -> Plan:
                                 spec.frame_rule,
                             )
         del vae
+    missing = []
     for name in sorted({cell.dataset for cell in cells.values() if cell.kind == "quality"}):
         try:  # a folder root is checked where it is used: here, before any work
             datasets[name].clip_ids()
         except DatasetError as error:
-            raise SweepError(f"{src}: datasets: {error}") from None
+            missing.append(str(error))  # every missing dataset named at once
+        longest = datasets[name].max_frames
+        asked = sorted({c.frames for c in cells.values() if c.dataset == name})
+        if longest is not None and asked[-1] > longest:
+            missing.append(f"dataset {name!r} gives clips of at most {longest} frame(s) "
+                           f"(an image folder); frames {asked} requested: use frames: [1]")
+    if missing:
+        raise SweepError(f"{src}: datasets: {' | '.join(missing)}")
     return Plan(
         sweep, tuple(cells.values()), datasets, torch_device, lpips_skip, fvd, requested_frames,
         fetched,
@@ -477,7 +497,7 @@ def collect_result_warnings() -> Iterator[list[str]]:
 def run_quality(cell: Cell, vae: VideoVAE, dataset: Dataset, plan: Plan, base: dict[str, Any]):
     """One pass over the clips computing every metric; returns (results, clips, frames)."""
     settings = json.loads(cell.settings)
-    names = [m for m in settings["metrics"] if m != "rfvd"]
+    names = [m for m in settings["metrics"] if m not in ("rfvd", "rfid")]  # set-level ones
     metrics: list[VideoMetric] = build_metrics(
         names,
         device=plan.device,
@@ -492,6 +512,12 @@ def run_quality(cell: Cell, vae: VideoVAE, dataset: Dataset, plan: Plan, base: d
     rfvd, rfvd_skip = None, ""
     if "rfvd" in settings["metrics"]:
         rfvd, rfvd_skip = _build_rfvd(settings, cell, dataset, plan)
+    rfid = None
+    if "rfid" in settings["metrics"]:
+        from vae_bench.metrics.rfid import RFID
+
+        rfid = RFID(settings.get("fid_weights")).to(plan.device)
+    whole_set = [m for m in (rfvd, rfid) if m is not None]  # one value per cell
     clip_ids = dataset.clip_ids()
     if settings["max_clips"]:
         clip_ids = clip_ids[: settings["max_clips"]]
@@ -524,7 +550,7 @@ def run_quality(cell: Cell, vae: VideoVAE, dataset: Dataset, plan: Plan, base: d
                         evaluated.append(row)
                 nonfinite += int((~finite).sum())
                 if finite.any():
-                    for metric in [*metrics, *([rfvd] if rfvd is not None else [])]:
+                    for metric in [*metrics, *whole_set]:
                         if not any(metric is m for m in against_full):
                             metric.update(target[finite], recon[finite])
                     for metric in against_full:
@@ -544,7 +570,7 @@ def run_quality(cell: Cell, vae: VideoVAE, dataset: Dataset, plan: Plan, base: d
     notes += caveats
     message = "; ".join(notes)
     results, frames = [], []
-    for metric in [*metrics, *([rfvd] if rfvd is not None else [])]:
+    for metric in [*metrics, *whole_set]:
         row = {**base, "protocol": f"{dataset.protocol};{metric.protocol}",
                "metric": metric.name, "unit": metric.unit, "n": n, "message": message}  # fmt: skip
         if n == 0:
@@ -553,6 +579,15 @@ def run_quality(cell: Cell, vae: VideoVAE, dataset: Dataset, plan: Plan, base: d
             continue
         if metric is rfvd:
             results.append(_rfvd_row(rfvd, row, plan, nonfinite))
+            continue
+        if metric is rfid:
+            try:  # every rank takes part in compute's sync
+                value = float(rfid.compute())
+            except RuntimeError as error:  # fewer than two frames per set
+                results.append({**row, "value": math.nan, "status": "skipped",
+                                "message": f"rFID: {error}"})
+                continue
+            results.append({**row, "value": value, "status": "ok"})
             continue
         per_clip = metric.per_clip().double().cpu().numpy()
         for clip_row, value in zip(evaluated, per_clip, strict=True):

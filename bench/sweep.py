@@ -32,7 +32,7 @@ from vae_bench.adapters.base import RANDOM_WEIGHTS, AdapterError, InferenceMode
 from vae_bench.metrics import CONVENTIONS
 
 DTYPES = ("float32", "float16", "bfloat16")
-QUALITY_METRICS = ("psnr", "psnr_clip", "ssim", "lpips", "flicker", "rfvd")
+QUALITY_METRICS = ("psnr", "psnr_clip", "ssim", "lpips", "flicker", "rfvd", "rfid")
 FVD_EXTRACTORS = ("styleganv-i3d", "videogpt-i3d")
 # what a sweep does when a metric network file is absent ("fetch": download it first)
 LPIPS_MISSING = ("error", "skip", "fetch", "fetch-or-skip")
@@ -70,6 +70,7 @@ class QualitySettings:
     # fetch-or-skip (fetch: download it; offline or failing, the part after "or")
     fvd_missing: str = "error"
     fvd_protocol: str = "rfvd"  # rfvd | rfvd-legacy-batch
+    fid_weights: str | None = None  # rFID's Inception file; None: the cache directories
 
 
 @dataclass(frozen=True)
@@ -221,6 +222,9 @@ def _settings(source: str, key: str, data: Any, cls: type) -> Any:
     for name in ("lpips_net", "lpips_missing", "fvd_extractor", "fvd_missing", "fvd_protocol"):
         if name in values:
             _typed(source, f"{key}.{name}", values[name], str, "a string")
+    if values.get("fid_weights") is not None:
+        _typed(source, f"{key}.fid_weights", values["fid_weights"], str,
+               "a path or absent (the cache directories)")  # fmt: skip
     if values.get("fvd_weights") is not None:
         _typed(source, f"{key}.fvd_weights", values["fvd_weights"], str,
                "a path, 'random' or absent (the cache directory)")  # fmt: skip

@@ -44,13 +44,16 @@ def test_wheel_holds_only_the_vae_bench_namespace(wheel):
         "vae_bench/sweeps/default.yaml",
         "vae_bench/sweeps/datasets.yaml",
         "vae_bench/py.typed",
+        "vae_bench/report/published.csv",
+        "vae_bench/sweeps/papers/wf-vae-table1.yaml",
     ):
         assert expected in names
     # the packaged datasets file is the repository's, not a stale copy
     archive = zipfile.ZipFile(wheel)
     assert archive.read("vae_bench/sweeps/datasets.yaml") == (ROOT / "datasets.yaml").read_bytes()
-    for path in (ROOT / "sweeps").glob("*.yaml"):
-        assert archive.read(f"vae_bench/sweeps/{path.name}") == path.read_bytes()
+    for path in (ROOT / "sweeps").rglob("*.yaml"):
+        name = path.relative_to(ROOT / "sweeps").as_posix()
+        assert archive.read(f"vae_bench/sweeps/{name}") == path.read_bytes()
     entry_points = configparser.ConfigParser()
     dist_info = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     entry_points.read_string(archive.read(dist_info).decode())

@@ -75,7 +75,7 @@ def fetch_command(
     if not chosen:
         raise FetchError(
             "name what to fetch: presets, metric networks, hf:// or https:// sources, or "
-            f"--all / --metrics (`vae-bench fetch --list` shows every source)"
+            "--all / --metrics (`vae-bench fetch --list` shows every source)"
         )
     failed = 0
     for label, fetch in chosen:

@@ -232,6 +232,7 @@ class Table:
     row_labels: tuple[str, ...]
     cells: tuple[tuple[Cell, ...], ...]  # [row][column]
     notes: tuple[str, ...] = ()
+    row_keys: tuple[tuple[str, ...], ...] = ()  # (model, weights, dtype, mode) per row
 
     @property
     def groups(self) -> list[tuple[str, int]]:
@@ -723,7 +724,7 @@ def build_table(results: pd.DataFrame, layout: str | Layout = "wf-vae",
                       q_point, e_point, df, cells_by_row, columns, latent_sources,
                       options) + notes
     title = f"{layout.name}: {layout.description}"
-    return Table(title, tuple(columns), tuple(labels), cells_by_row, tuple(notes))
+    return Table(title, tuple(columns), tuple(labels), cells_by_row, tuple(notes), tuple(keys))
 
 
 def _footnote(quality: pd.DataFrame, efficiency: pd.DataFrame,
@@ -826,7 +827,8 @@ _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$",
                   "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
                   "^": r"\textasciicircum{}", "↑": r"$\uparrow$", "↓": r"$\downarrow$",
                   "∞": r"$\infty$", "±": r"$\pm$", "—": "---", "–": "--", "·": r"$\cdot$",
-                  "×": r"$\times$"}  # fmt: skip
+                  "×": r"$\times$", "Δ": r"$\Delta$", "÷": r"$\div$",
+                  "−": "$-$"}  # fmt: skip
 
 
 def latex_escape(text: str) -> str:
@@ -932,6 +934,7 @@ def make_table(
     ci: bool = True,
     build_models: bool = False,
     output: str | Path | None = None,
+    published: str | None = None,
 ) -> str:
     """``vae-bench table``: read a run (directory or results.csv), render, optionally write."""
     from vae_bench.results import read_results
@@ -944,7 +947,19 @@ def make_table(
         datasets=tuple(datasets) if datasets else None,
         models=tuple(models) if models else None, ci=ci, build_models=build_models,
     )  # fmt: skip
-    text = render(build_table(read_results(results), layout, options), fmt)
+    frame = read_results(results)
+    # --- published values beside ours (vae_bench.report.published), at the paper's size ---
+    if published is not None:
+        from vae_bench.report import published as paper
+
+        size, length = paper.operating_point(paper.load_published(), published, frame,
+                                             options.resolution, options.frames)
+        options = replace(options, resolution=size, frames=length)
+    table = build_table(frame, layout, options)
+    if published is not None:
+        table = paper.with_published(table, frame, published)
+    # --- end published ---
+    text = render(table, fmt)
     if output is not None:
         from vae_bench.results import atomic_write_text
 
@@ -979,3 +994,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="build models (random weights) whose presets do not declare "
                         "their latent channels")
     parser.add_argument("-o", "--output", default=None, help="write to this file too")
+    parser.add_argument("--published", nargs="?", const="auto", default=None, metavar="SWEEP",
+                        help="the paper's values and the difference beside each measured one "
+                        "(default: the paper sweep named like the run; `vae-bench papers`)")

@@ -18,7 +18,7 @@ BASE = {
     "name": "cfg", "device": "cpu", "models": ["toy-pool"], "resolutions": [16], "frames": [5],
     "quality": {"metrics": ["psnr"]},
 }  # fmt: skip
-METRICS = "['psnr', 'psnr_clip', 'ssim', 'lpips', 'flicker', 'rfvd']"
+METRICS = "['psnr', 'psnr_clip', 'ssim', 'lpips', 'flicker', 'rfvd', 'rfid']"
 NAME_RULE = (
     "is not a valid run name; use letters, digits and . _ + - (not starting with . or -), "
     "it names the run's directory"
