@@ -228,7 +228,8 @@ def test_missing_dataset_says_how_to_point_at_it(name, tmp_path, cached_builds):
         plan(offline, device="cpu")
     for dataset in load_sweep(name).datasets:  # every missing one, and how to point at it
         assert re.search(rf"dataset '{dataset}': root \S*{dataset} does not exist; set the "
-                         r"dataset's `root: <folder of its videos>` in \S*datasets.yaml", str(error.value))
+                         r"dataset's `root: <folder of its videos>` in \S*datasets.yaml",
+                         str(error.value))
 
 
 # ------------------------------------------------------------------ --published
