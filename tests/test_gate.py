@@ -77,8 +77,8 @@ def test_relative_slowdown_fails_but_raw_ratios_would_not_be_fair(tmp_path):
     assert failed and {c.subject.split()[0] for c in failed} == {"m2"}
     assert {c.metric for c in failed} == {"latency_s", "frames_per_s"}
     raw = _gate(tmp_path, rules=_rules(reference=None, metrics={
-        "latency_s": {"direction": "lower", "rel_tol": 0.25}}), speed=1 / 1.6,
-        slower={"m2": 1.6})
+        m: {"rel_tol": 0.25} for m in ("latency_s", "frames_per_s", "clips_per_s")}),
+        speed=1 / 1.6, slower={"m2": 1.6})
     assert raw.passed  # why timings are normalised by a reference from the same run
 
 
@@ -183,11 +183,35 @@ def test_quality_without_clips_uses_the_point_estimate(tmp_path):
     assert failed and all("point estimate" in c.message for c in failed)
 
 
-def test_repository_rules_file_is_valid():
-    rules = load_rules(ROOT / "gates.yaml")
-    assert rules.metrics["psnr"].direction == "higher"
-    assert rules.metrics["latency_s"].normalise == "reference"
-    assert rules.reference == {"model": "identity"}
+def test_rules_files_are_valid_and_cover_every_metric_the_suite_writes():
+    """Each metric has a rule or a stated reason not to be gated, in the built-in rules and
+    in the CI rules (which gate quality as strictly as the built-in ones)."""
+    from vae_bench.metric_info import EFFICIENCY_METRICS, QUALITY_METRICS
+    from vae_bench.report.gate import DEFAULT_RULES_FILE
+
+    assert DEFAULT_RULES.source == "built-in defaults" and DEFAULT_RULES_FILE.exists()
+    ci = load_rules(ROOT / ".ci" / "gates.yaml")
+    for rules in (DEFAULT_RULES, ci):
+        for metric in (*QUALITY_METRICS, *EFFICIENCY_METRICS):
+            assert (metric in rules.metrics) != (metric in rules.informational), metric
+        assert rules.reference == {"model": "identity"}
+    assert DEFAULT_RULES.metrics["latency_s"].normalise == "reference"
+    assert DEFAULT_RULES.metrics["flicker"].direction == "lower"
+    assert DEFAULT_RULES.metrics["psnr_vs_full"].direction == "higher"
+    assert {m: ci.metrics[m] for m in QUALITY_METRICS} == {
+        m: DEFAULT_RULES.metrics[m] for m in QUALITY_METRICS}
+    assert "latency_s" in ci.informational and ci.metrics["peak_rss_mb"].rel_tol == 1.0
+
+
+def test_a_rules_file_changes_only_what_it_names():
+    rules = parse_rules({"metrics": {"psnr": {"abs_tol": 0.5}},
+                         "informational": {"ssim": "not ours"}})
+    assert rules.metrics["psnr"].abs_tol == 0.5 and rules.metrics["psnr"].direction == "higher"
+    assert rules.metrics["lpips"] == DEFAULT_RULES.metrics["lpips"]
+    assert "ssim" not in rules.metrics and rules.informational["ssim"] == "not ours"
+    gated_again = parse_rules({"metrics": {"rss_growth_mb": {"rel_tol": 0.5}}})
+    assert "rss_growth_mb" not in gated_again.informational
+    assert gated_again.metrics["rss_growth_mb"].direction == "lower"  # from metric_info
 
 
 @pytest.mark.parametrize("data,match", [
@@ -203,6 +227,9 @@ def test_repository_rules_file_is_valid():
     ({"metrics": {"ssim": {"normalise": "reference"}}}, "only timings"),
     ({"timing_spread": 1}, "timing_spread"),
     ({"allow_missing": "yes"}, "allow_missing"),
+    ({"informational": {"nvml_used_mb": ""}}, "reason"),
+    ({"metrics": {"ssim": {}}, "informational": {"ssim": "x"}}, "both under"),
+    ({"min_repeats": 0}, "min_repeats"),
 ])  # fmt: skip
 def test_invalid_rules_name_the_key(data, match):
     with pytest.raises(GateError, match=match):
