@@ -253,3 +253,78 @@ def test_results_are_not_modified(tmp_path):
     before = pd.read_csv(base / "results.csv")
     gate_runs(load_run(base), load_run(base), _rules())
     pd.testing.assert_frame_equal(before, pd.read_csv(base / "results.csv"))
+
+
+def _set_identity_psnr(run, clip_values):
+    """Replace the identity model's per-clip PSNR at 64x64 (and its cell value)."""
+    clips = pd.read_csv(run / "clips.csv")
+    rows = clips.index[(clips.model == "identity") & (clips.height == 64)]
+    clips.loc[rows, "psnr"] = clip_values
+    clips.to_csv(run / "clips.csv", index=False)
+    results = pd.read_csv(run / "results.csv")
+    cell = (results.model == "identity") & (results.height == 64) & (results.metric == "psnr")
+    results.loc[cell, "value"] = float(pd.Series(clip_values, dtype=float).mean())
+    results.to_csv(run / "results.csv", index=False)
+
+
+def test_infinite_values_equal_pass_and_one_sided_are_judged(tmp_path):
+    """inf vs inf (the identity) is no change; a lossless clip lost fails by name, a clip
+    that became lossless passes as an improvement; no error either way."""
+    base = write_run(tmp_path, "baseline", seed=0)
+    same = gate_runs(load_run(base), load_run(write_run(tmp_path, "same", seed=1)), _rules())
+    identity = [c for c in same.checks if c.what == "quality" and c.metric == "psnr"
+                and c.subject.startswith("identity")]
+    assert len(identity) == 2 and all(c.outcome == PASS for c in identity)
+    assert all(c.message.startswith("no change") for c in identity)
+    lossy = write_run(tmp_path, "lossy", seed=1)
+    _set_identity_psnr(lossy, [60.0] * 3 + [float("inf")] * 21)
+    report = gate_runs(load_run(base), load_run(lossy), _rules())
+    failed = _failures(report, "quality")
+    assert [(c.subject.split()[0], c.metric) for c in failed] == [("identity", "psnr")]
+    assert "regression: worse: ∞ lost on 3/24 clips" in failed[0].message
+    assert "∞ lost on 3/24 clips" in report.to_markdown().split("## Failures")[0]
+    gained = gate_runs(load_run(lossy), load_run(base), _rules())
+    psnr = [c for c in gained.checks if c.what == "quality" and c.metric == "psnr"
+            and c.subject.startswith("identity") and "64x64" in c.subject]
+    assert gained.passed and psnr[0].message.startswith("better: ∞ gained on 3/24 clips")
+
+
+def test_infinite_values_without_clips_are_judged_too(tmp_path):
+    base = write_run(tmp_path, "baseline", seed=0)
+    lossy = write_run(tmp_path, "lossy", seed=1)
+    _set_identity_psnr(lossy, [60.0] * 24)
+    for run in (base, lossy):
+        (run / "clips.csv").unlink()
+    report = gate_runs(load_run(base), load_run(lossy), _rules())
+    failed = _failures(report, "quality")
+    assert [c.metric for c in failed] == ["psnr"] and "∞ lost" in failed[0].message
+    assert gate_runs(load_run(base), load_run(base), _rules()).passed
+
+
+def test_a_set_statistic_over_other_clips_fails_as_not_comparable(tmp_path):
+    base = write_run(tmp_path, "baseline", seed=0)
+    cur = write_run(tmp_path, "current", seed=1)
+    for run, n in ((base, 24), (cur, 12)):
+        results = pd.read_csv(run / "results.csv")
+        row = results[(results.model == "m1") & (results.metric == "psnr")].iloc[[0]].assign(
+            metric="rfvd", value=40.0, n=n)
+        pd.concat([results, row]).to_csv(run / "results.csv", index=False)
+    failed = _failures(gate_runs(load_run(base), load_run(cur), _rules()), "quality")
+    assert len(failed) == 1 and failed[0].metric == "rfvd"
+    assert "not comparable: a set statistic over different clips (24 vs 12" in failed[0].message
+
+
+def test_one_repeat_is_not_gated(tmp_path):
+    """A 3x slowdown timed once: reported as a warning (no spread), not a pass or fail."""
+    base = write_run(tmp_path, "baseline", seed=0)
+    cur = write_run(tmp_path, "current", seed=1, slower={"m2": 3.0})
+    for run in (base, cur):
+        results = pd.read_csv(run / "results.csv")
+        results.loc[results.kind == "efficiency", "n"] = 1
+        results.to_csv(run / "results.csv", index=False)
+    report = gate_runs(load_run(base), load_run(cur), _rules())
+    timings = [c for c in report.checks if c.what == "efficiency" and c.metric == "latency_s"
+               and c.subject.startswith("m2")]
+    assert report.passed and timings and all(
+        c.outcome == WARN and "no spread (1 repeat" in c.message for c in timings)
+    assert not gate_runs(load_run(base), load_run(cur), _rules(min_repeats=1)).passed
