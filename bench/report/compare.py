@@ -687,7 +687,7 @@ def plot_comparison(comparison: Comparison) -> Figure | None:
                 hist.axvline(summary.ci.estimate, color=colour, linewidth=1.2)
         if np.isfinite(lo):
             scatter.plot([lo, hi], [lo, hi], "k--", linewidth=0.8)
-        if 1 < len(summaries) <= 10:
+        if 1 < len(scatter.get_legend_handles_labels()[1]) <= 10:
             scatter.legend(fontsize=7)
         deltas = np.concatenate(all_deltas) if all_deltas else np.array([])
         hist.hist(deltas, bins=min(40, max(5, len(deltas) // 3)), color="0.6", alpha=0.8)

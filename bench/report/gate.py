@@ -278,6 +278,15 @@ class GateReport:
     def count(self, outcome: str) -> int:
         return sum(c.outcome == outcome for c in self.checks)
 
+    def _timings_text(self) -> str:
+        if not any(m in self.rules.metrics for m in TIMING_EXPONENT):
+            return "Timings: not gated by these rules (informational)."
+        return ("Timings: ratios current/baseline"
+                + (", divided by the machine factor of the reference cells"
+                   if self.rules.reference else "")
+                + (", judged with the benefit of the p10–p90 spreads"
+                   if self.rules.timing_spread else "") + ".")
+
     def to_markdown(self) -> str:
         verdict = "PASSED" if self.passed else "FAILED"
         lines = [
@@ -287,11 +296,7 @@ class GateReport:
             f"warnings, {self.count(PASS)} passed, {self.count(INFO)} notes.", "",
             f"Quality: regression only when the {round(self.rules.confidence * 100)}% paired "
             "bootstrap interval of Δ = current − baseline lies entirely beyond the tolerance "
-            "on the worse side. Timings: ratios current/baseline"
-            + (", divided by the machine factor of the reference cells"
-               if self.rules.reference else "")
-            + (", judged with the benefit of the p10–p90 spreads"
-               if self.rules.timing_spread else "") + ".", "",
+            "on the worse side. " + self._timings_text(), "",
             *[f"- {note}" for note in self.notes], "" if self.notes else None,
         ]  # fmt: skip
         lines = [line for line in lines if line is not None]
