@@ -54,7 +54,7 @@ def runs(tmp_path_factory, one_thread) -> dict[str, Path]:
     cell = results[(results.model == "toy-planted") & (results.kind == "quality")].cell.iloc[0]
     for part in (regressed / "cells").glob(f"{cell}.*"):
         part.unlink()
-    register_planted(0.02)
+    register_planted(0.04)
     try:
         run_sweep(parse_sweep({**SWEEP, "name": "regressed"}), root, plots=False)
     finally:
