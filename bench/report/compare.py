@@ -153,9 +153,10 @@ class MetricDelta:
 
     @property
     def delta(self) -> float:
+        if self.n_inf_up and self.n_inf_down:
+            return math.nan  # infinitely better on some clips, worse on others
         if self.n_inf_up or self.n_inf_down:
-            return math.inf if not self.n_inf_down else -math.inf if not self.n_inf_up \
-                else math.nan
+            return math.inf if self.n_inf_up else -math.inf
         return self.ci.estimate if self.ci else self.candidate_mean - self.baseline_mean
 
     @property
