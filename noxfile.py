@@ -1,4 +1,5 @@
-"""Sessions: bench (the main job), tests, perf (pytest-benchmark), lint.
+"""Sessions: bench (the main job), tests, perf (pytest-benchmark), lint, gate (the
+regression gate against reports/baseline) and baseline (refresh it on purpose).
 
 All sessions share ONE virtual environment (.nox/shared): torch and its CUDA wheels
 take about 6 GB, too much to install once per session. It is (re)installed from
@@ -11,6 +12,7 @@ import hashlib
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import nox
@@ -110,22 +112,57 @@ def lint(session: nox.Session) -> None:
     session.run(str(bin_dir / "ruff"), "check", ".", external=True)
 
 
+BASELINE = Path("reports") / "baseline"
+#: What the gate reads; plots and per-cell parts are not shipped with the baseline.
+BASELINE_FILES = ("results.csv", "clips.csv", "run.json")
+
+
+def no_cached_weights(session: nox.Session) -> None:
+    """Run with empty weight caches, as a fresh CI machine does: LPIPS is then skipped and
+    rFVD uses the seeded random I3D on every machine, so the default sweep's rows do not
+    depend on what a developer happens to have downloaded."""
+    empty = Path(tempfile.mkdtemp(prefix="vae-bench-no-weights-"))
+    session.env["TORCH_HOME"] = str(empty / "torch")
+    session.env["VAE_BENCH_CACHE"] = str(empty / "vae-bench")
+
+
+@nox.session(venv_backend="none")
+def baseline(session: nox.Session) -> None:
+    """Refresh reports/baseline on purpose: the default sweep from scratch, CSVs only.
+
+    Commit the result together with the change that moved the default numbers; the gate
+    (`nox -s gate`) compares every later run with it.
+    """
+    bin_dir = shared_env(session)
+    no_cached_weights(session)
+    with tempfile.TemporaryDirectory() as tmp:
+        session.run(str(bin_dir / "vae-bench"), "run", "default", "--name", "baseline",
+                    "--out", tmp, "--no-plots", external=True)
+        shutil.rmtree(BASELINE, ignore_errors=True)
+        BASELINE.mkdir(parents=True)
+        for name in BASELINE_FILES:
+            shutil.copy2(Path(tmp) / "baseline" / name, BASELINE / name)
+    session.log(f"refreshed {BASELINE}: review `git diff {BASELINE}` and commit it")
+
+
 @nox.session(venv_backend="none")
 def gate(session: nox.Session) -> None:
-    """Regression gate: run the default sweep as `ci`, compare with reports/baseline."""
+    """Regression gate against reports/baseline with the CI rules (.ci/gates.yaml).
+
+    `nox -s gate` runs the default sweep from scratch as reports/ci first; `nox -s gate --
+    RUN_DIR [gate options]` gates a run directory made elsewhere (e.g. by an installed
+    wheel) instead.
+    """
     bin_dir = shared_env(session)
     vae_bench = str(bin_dir / "vae-bench")
-    # offline: the committed baseline was measured without the metric networks
-    session.run(
-        vae_bench, "run", "sweeps/default.yaml", "--name", "ci", "--offline", external=True
-    )
-    session.run(
-        vae_bench,
-        "gate",
-        "--baseline",
-        "reports/baseline",
-        "--current",
-        "reports/ci",
-        *session.posargs,
-        external=True,
-    )
+    args = list(session.posargs)
+    if args and not args[0].startswith("-"):
+        current = args.pop(0)
+    else:
+        current = "reports/ci"
+        shutil.rmtree(current, ignore_errors=True)  # a stale run would resume, not rerun
+        no_cached_weights(session)
+        session.run(vae_bench, "run", "default", "--name", "ci", "--out", "reports",
+                    "--no-plots", "--offline", external=True)
+    session.run(vae_bench, "gate", "--baseline", str(BASELINE), "--current", current,
+                "--rules", ".ci/gates.yaml", *args, external=True)

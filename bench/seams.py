@@ -149,8 +149,6 @@ class SeamPSNRDrop(_SeamMetric):
     """PSNR vs full away from seams minus at seams (dB; higher: worse at the seams)."""
 
     name = "seam_psnr_drop"
-    unit = "dB"
-    higher_is_better = False
 
     def _score(self, target: Tensor, preds: Tensor) -> tuple[Tensor, Tensor]:
         sq = _error(target, preds).square_().mean(dim=1)  # [B, T, H, W]
@@ -189,8 +187,6 @@ class SeamDiscontinuity(_SeamMetric):
     """Mean |Δrecon - Δfull| over the steps crossing a seam ([0, 1] units)."""
 
     name = "seam_discontinuity"
-    unit = "[0,1]"
-    higher_is_better = False
 
     def _score(self, target: Tensor, preds: Tensor) -> tuple[Tensor, Tensor]:
         error = _error(target, preds)  # Δrecon - Δfull = the step of the error

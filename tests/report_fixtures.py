@@ -38,6 +38,7 @@ def write_run(
     speed: float = 1.0,
     slower: Mapping[str, float] | None = None,
     slower_cells: Mapping[tuple[str, int], float] | None = None,
+    heavier: Mapping[str, float] | None = None,
     protocol: str = "synthetic:num_clips=24",
     oom: tuple[tuple[str, int], ...] = (),
     device: str = "cpu",
@@ -47,7 +48,7 @@ def write_run(
 
     ``shift[(model, metric)]`` adds to every clip's value; ``speed`` multiplies every
     latency (a slower machine); ``slower[model]`` multiplies that model's only,
-    ``slower_cells[(model, size)]`` one cell's;
+    ``slower_cells[(model, size)]`` one cell's; ``heavier[model]`` multiplies its memory;
     ``oom`` lists (model, size) efficiency cells that ran out of memory.
     """
     shift = dict(shift or {})
@@ -115,7 +116,8 @@ def write_run(
                     dict(eff, phase=phase, metric="frames_per_s", value=9 / latency,
                          unit="frames/s", status="ok", message=""),
                     dict(eff, phase=phase, metric="peak_rss_mb",
-                         value=MEMORY[model] * factor * (size / 64) ** 2, unit="MiB",
+                         value=MEMORY[model] * factor * (size / 64) ** 2
+                         * (heavier or {}).get(model, 1.0), unit="MiB",
                          status="ok", message=""),
                 ]
     root = Path(root) / name

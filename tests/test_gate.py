@@ -77,8 +77,8 @@ def test_relative_slowdown_fails_but_raw_ratios_would_not_be_fair(tmp_path):
     assert failed and {c.subject.split()[0] for c in failed} == {"m2"}
     assert {c.metric for c in failed} == {"latency_s", "frames_per_s"}
     raw = _gate(tmp_path, rules=_rules(reference=None, metrics={
-        "latency_s": {"direction": "lower", "rel_tol": 0.25}}), speed=1 / 1.6,
-        slower={"m2": 1.6})
+        m: {"rel_tol": 0.25} for m in ("latency_s", "frames_per_s", "clips_per_s")}),
+        speed=1 / 1.6, slower={"m2": 1.6})
     assert raw.passed  # why timings are normalised by a reference from the same run
 
 
@@ -183,11 +183,35 @@ def test_quality_without_clips_uses_the_point_estimate(tmp_path):
     assert failed and all("point estimate" in c.message for c in failed)
 
 
-def test_repository_rules_file_is_valid():
-    rules = load_rules(ROOT / "gates.yaml")
-    assert rules.metrics["psnr"].direction == "higher"
-    assert rules.metrics["latency_s"].normalise == "reference"
-    assert rules.reference == {"model": "identity"}
+def test_rules_files_are_valid_and_cover_every_metric_the_suite_writes():
+    """Each metric has a rule or a stated reason not to be gated, in the built-in rules and
+    in the CI rules (which gate quality as strictly as the built-in ones)."""
+    from vae_bench.metric_info import EFFICIENCY_METRICS, QUALITY_METRICS
+    from vae_bench.report.gate import DEFAULT_RULES_FILE
+
+    assert DEFAULT_RULES.source == "built-in defaults" and DEFAULT_RULES_FILE.exists()
+    ci = load_rules(ROOT / ".ci" / "gates.yaml")
+    for rules in (DEFAULT_RULES, ci):
+        for metric in (*QUALITY_METRICS, *EFFICIENCY_METRICS):
+            assert (metric in rules.metrics) != (metric in rules.informational), metric
+        assert rules.reference == {"model": "identity"}
+    assert DEFAULT_RULES.metrics["latency_s"].normalise == "reference"
+    assert DEFAULT_RULES.metrics["flicker"].direction == "lower"
+    assert DEFAULT_RULES.metrics["psnr_vs_full"].direction == "higher"
+    assert {m: ci.metrics[m] for m in QUALITY_METRICS} == {
+        m: DEFAULT_RULES.metrics[m] for m in QUALITY_METRICS}
+    assert "latency_s" in ci.informational and ci.metrics["peak_rss_mb"].rel_tol == 1.0
+
+
+def test_a_rules_file_changes_only_what_it_names():
+    rules = parse_rules({"metrics": {"psnr": {"abs_tol": 0.5}},
+                         "informational": {"ssim": "not ours"}})
+    assert rules.metrics["psnr"].abs_tol == 0.5 and rules.metrics["psnr"].direction == "higher"
+    assert rules.metrics["lpips"] == DEFAULT_RULES.metrics["lpips"]
+    assert "ssim" not in rules.metrics and rules.informational["ssim"] == "not ours"
+    gated_again = parse_rules({"metrics": {"rss_growth_mb": {"rel_tol": 0.5}}})
+    assert "rss_growth_mb" not in gated_again.informational
+    assert gated_again.metrics["rss_growth_mb"].direction == "lower"  # from metric_info
 
 
 @pytest.mark.parametrize("data,match", [
@@ -203,6 +227,9 @@ def test_repository_rules_file_is_valid():
     ({"metrics": {"ssim": {"normalise": "reference"}}}, "only timings"),
     ({"timing_spread": 1}, "timing_spread"),
     ({"allow_missing": "yes"}, "allow_missing"),
+    ({"informational": {"nvml_used_mb": ""}}, "reason"),
+    ({"metrics": {"ssim": {}}, "informational": {"ssim": "x"}}, "both under"),
+    ({"min_repeats": 0}, "min_repeats"),
 ])  # fmt: skip
 def test_invalid_rules_name_the_key(data, match):
     with pytest.raises(GateError, match=match):
@@ -226,3 +253,78 @@ def test_results_are_not_modified(tmp_path):
     before = pd.read_csv(base / "results.csv")
     gate_runs(load_run(base), load_run(base), _rules())
     pd.testing.assert_frame_equal(before, pd.read_csv(base / "results.csv"))
+
+
+def _set_identity_psnr(run, clip_values):
+    """Replace the identity model's per-clip PSNR at 64x64 (and its cell value)."""
+    clips = pd.read_csv(run / "clips.csv")
+    rows = clips.index[(clips.model == "identity") & (clips.height == 64)]
+    clips.loc[rows, "psnr"] = clip_values
+    clips.to_csv(run / "clips.csv", index=False)
+    results = pd.read_csv(run / "results.csv")
+    cell = (results.model == "identity") & (results.height == 64) & (results.metric == "psnr")
+    results.loc[cell, "value"] = float(pd.Series(clip_values, dtype=float).mean())
+    results.to_csv(run / "results.csv", index=False)
+
+
+def test_infinite_values_equal_pass_and_one_sided_are_judged(tmp_path):
+    """inf vs inf (the identity) is no change; a lossless clip lost fails by name, a clip
+    that became lossless passes as an improvement; no error either way."""
+    base = write_run(tmp_path, "baseline", seed=0)
+    same = gate_runs(load_run(base), load_run(write_run(tmp_path, "same", seed=1)), _rules())
+    identity = [c for c in same.checks if c.what == "quality" and c.metric == "psnr"
+                and c.subject.startswith("identity")]
+    assert len(identity) == 2 and all(c.outcome == PASS for c in identity)
+    assert all(c.message.startswith("no change") for c in identity)
+    lossy = write_run(tmp_path, "lossy", seed=1)
+    _set_identity_psnr(lossy, [60.0] * 3 + [float("inf")] * 21)
+    report = gate_runs(load_run(base), load_run(lossy), _rules())
+    failed = _failures(report, "quality")
+    assert [(c.subject.split()[0], c.metric) for c in failed] == [("identity", "psnr")]
+    assert "regression: worse: ∞ lost on 3/24 clips" in failed[0].message
+    assert "∞ lost on 3/24 clips" in report.to_markdown().split("## Failures")[0]
+    gained = gate_runs(load_run(lossy), load_run(base), _rules())
+    psnr = [c for c in gained.checks if c.what == "quality" and c.metric == "psnr"
+            and c.subject.startswith("identity") and "64x64" in c.subject]
+    assert gained.passed and psnr[0].message.startswith("better: ∞ gained on 3/24 clips")
+
+
+def test_infinite_values_without_clips_are_judged_too(tmp_path):
+    base = write_run(tmp_path, "baseline", seed=0)
+    lossy = write_run(tmp_path, "lossy", seed=1)
+    _set_identity_psnr(lossy, [60.0] * 24)
+    for run in (base, lossy):
+        (run / "clips.csv").unlink()
+    report = gate_runs(load_run(base), load_run(lossy), _rules())
+    failed = _failures(report, "quality")
+    assert [c.metric for c in failed] == ["psnr"] and "∞ lost" in failed[0].message
+    assert gate_runs(load_run(base), load_run(base), _rules()).passed
+
+
+def test_a_set_statistic_over_other_clips_fails_as_not_comparable(tmp_path):
+    base = write_run(tmp_path, "baseline", seed=0)
+    cur = write_run(tmp_path, "current", seed=1)
+    for run, n in ((base, 24), (cur, 12)):
+        results = pd.read_csv(run / "results.csv")
+        row = results[(results.model == "m1") & (results.metric == "psnr")].iloc[[0]].assign(
+            metric="rfvd", value=40.0, n=n)
+        pd.concat([results, row]).to_csv(run / "results.csv", index=False)
+    failed = _failures(gate_runs(load_run(base), load_run(cur), _rules()), "quality")
+    assert len(failed) == 1 and failed[0].metric == "rfvd"
+    assert "not comparable: a set statistic over different clips (24 vs 12" in failed[0].message
+
+
+def test_one_repeat_is_not_gated(tmp_path):
+    """A 3x slowdown timed once: reported as a warning (no spread), not a pass or fail."""
+    base = write_run(tmp_path, "baseline", seed=0)
+    cur = write_run(tmp_path, "current", seed=1, slower={"m2": 3.0})
+    for run in (base, cur):
+        results = pd.read_csv(run / "results.csv")
+        results.loc[results.kind == "efficiency", "n"] = 1
+        results.to_csv(run / "results.csv", index=False)
+    report = gate_runs(load_run(base), load_run(cur), _rules())
+    timings = [c for c in report.checks if c.what == "efficiency" and c.metric == "latency_s"
+               and c.subject.startswith("m2")]
+    assert report.passed and timings and all(
+        c.outcome == WARN and "no spread (1 repeat" in c.message for c in timings)
+    assert not gate_runs(load_run(base), load_run(cur), _rules(min_repeats=1)).passed

@@ -77,7 +77,7 @@ def test_report_uses_existing_plots_and_includes_comparisons(tmp_path):
     plots.mkdir()
     shutil.copy(next((cand / "compare").glob("*/deltas.png")), plots / "only_figure.png")
     text = write_html_report(cand, tmp_path / "out.html", layouts=("quality",)).read_text()
-    assert "only figure" in text and "Comparison: base" in text
+    assert "only figure" in text and "Comparison: cand_vs_base" in text
     images = [a for t, a in _parse(text).tags if t == "img"]
     assert len(images) == 2  # the plot found in plots/ and the comparison's deltas.png
     assert "Not drawn" not in text

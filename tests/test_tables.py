@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from vae_bench.report.table_formats import render, to_csv
 from vae_bench.report.tables import (
     FORMATS,
     LAYOUTS,
@@ -26,8 +27,6 @@ from vae_bench.report.tables import (
     latent_channels,
     make_table,
     parse_resolution,
-    render,
-    to_csv,
 )
 from vae_bench.results import read_results
 
@@ -142,14 +141,34 @@ def test_phase_option_replaces_the_layouts_phase(results):
         build_table(results, "wf-vae", TableOptions(phase="roundtrip"))
 
 
-def test_csv_reads_back_as_numbers(results):
+def test_csv_is_machine_readable(results):
+    """Numeric columns read back numeric (empty where nothing was measured), whole numbers
+    as integers, a failure in a status column, and no footnote lines in the file."""
     text = to_csv(build_table(results, "wf-vae"))
-    frame = pd.read_csv(io.StringIO(text), comment="#")
-    assert list(frame["model"]) == ["acme-vae", "identity", "sd-vae-ft-mse", "wf-vae-l-16ch"]
-    psnr = frame.set_index("model")["webvid PSNR (dB) ↑"]
-    assert math.isinf(float(psnr["identity"]))
-    assert float(psnr["wf-vae-l-16ch"]) == pytest.approx(35.2114)
-    assert text.count("\n# ") >= 5  # the footnote travels with the numbers
+    frame = pd.read_csv(io.StringIO(text)).set_index("model")
+    assert list(frame.index) == ["acme-vae", "identity", "sd-vae-ft-mse", "wf-vae-l-16ch"]
+    psnr = frame["webvid PSNR (dB) ↑"]
+    assert math.isinf(psnr["identity"]) and psnr["wf-vae-l-16ch"] == pytest.approx(35.2114)
+    for column in frame.columns:
+        if not column.endswith(" status"):
+            assert pd.api.types.is_numeric_dtype(frame[column]), column
+    assert "4.0" not in text.splitlines()[3] and frame.loc["sd-vae-ft-mse", "Latent ch."] == 4
+    assert math.isnan(frame.loc["identity", "Latent ch."])  # not declared: empty
+    memory = "Encode Mem. (GiB) ↓"
+    assert math.isnan(frame.loc["sd-vae-ft-mse", memory])
+    assert frame.loc["sd-vae-ft-mse", f"{memory} status"] == "oom"
+    assert frame.loc["sd-vae-ft-mse", "panda LPIPS ↓ status"] == "skipped"
+    assert "#" not in text and "—" not in text
+
+
+def test_csv_footnotes_go_beside_the_file(tmp_path, capsys):
+    out = tmp_path / "table.csv"
+    text = make_table(RESULTS, "wf-vae", "csv", output=out)
+    notes = (tmp_path / "table.notes.txt").read_text()
+    assert out.read_text() == text and "Protocol (webvid)" in notes
+    assert "Device: NVIDIA H100 80GB HBM3" in notes and capsys.readouterr().err == ""
+    make_table(RESULTS, "wf-vae", "csv")  # to stdout: the notes go to stderr
+    assert "Device: NVIDIA H100" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("options,match", [
@@ -164,11 +183,24 @@ def test_bad_options_name_the_allowed_values(results, options, match):
         build_table(results, "wf-vae", options)
 
 
+def test_no_cells_for_the_layout_names_what_is_present(results):
+    only_quality = results[results.kind == "quality"]
+    with pytest.raises(TableError, match="no efficiency cells; present: no efficiency cells"):
+        build_table(only_quality, "efficiency")
+    chunked = results.assign(mode=results["mode"].where(results.kind == "efficiency",
+                                                        "temporal_chunks(4)"))
+    with pytest.raises(TableError, match=r"no efficiency cells with mode=temporal_chunks\(4\); "
+                       "present: efficiency cells have mode full; dtype float32"):
+        build_table(chunked, "efficiency", TableOptions(mode="temporal_chunks(4)"))
+
+
 def test_bad_layout_format_and_resolution(results, tmp_path):
     with pytest.raises(TableError, match="registered: "):
         build_table(results, "no-such-layout")
-    with pytest.raises(TableError, match="allowed: md, latex, csv"):
+    with pytest.raises(ValueError, match="allowed: md, latex, csv"):
         render(build_table(results, "quality"), "html")
+    with pytest.raises(TableError, match="allowed: md, latex, csv"):
+        make_table(RESULTS, "quality", "html")
     with pytest.raises(TableError, match="HEIGHTxWIDTH"):
         parse_resolution("big")
     assert parse_resolution("256") == (256, 256) and parse_resolution("256x448") == (256, 448)

@@ -59,6 +59,35 @@ class RankFailingPoolVAE(PoolVAE):
         return super()._encode(video, mode)
 
 
+class PlantedVAE(PoolVAE):
+    """PoolVAE plus a fixed noise pattern of amplitude ``worse`` (in [-1, 1] units), one to
+    three times stronger depending on the clip's content: a planted regression that is
+    slight on some clips and larger on others, the same clips in every run."""
+
+    def __init__(self, name: str, factor: int, worse: float) -> None:
+        super().__init__(name, factor)
+        self.worse = worse
+
+    def _decode(self, latent: torch.Tensor, mode: InferenceMode) -> torch.Tensor:
+        video = super()._decode(latent, mode)
+        if not self.worse:
+            return video
+        pattern = torch.rand(video.shape[1:], generator=torch.Generator().manual_seed(0))
+        pattern = (pattern * 2 - 1).to(video)
+        weight = torch.tensor([1.0 + int(v.abs().sum().item() * 1e3) % 3 for v in video])
+        return video + self.worse * weight.to(video).view(-1, 1, 1, 1, 1) * pattern
+
+    @classmethod
+    def from_config(cls, preset: Preset) -> PlantedVAE:
+        return cls(preset.name, preset.config["factor"], preset.config["worse"])
+
+
+def register_planted(worse: float) -> None:
+    """(Re)register ``toy-planted`` with this much planted error (0: plain pooling)."""
+    register(Preset("toy-planted", PlantedVAE, config={"factor": 2, "worse": worse},
+                    description="test model with a planted regression"), replace=True)
+
+
 TOY = Preset("toy-pool", PoolVAE, config={"factor": 2}, description="test model")
 TOY_FAILING = Preset("toy-pool-fails-on-rank1", RankFailingPoolVAE, config={"factor": 2},
                      description="test model that fails on rank 1 when TOY_VAE_FAIL=1")  # fmt: skip

@@ -31,6 +31,7 @@ from torchmetrics.utilities import dim_zero_cat
 
 from vae_bench.fvd.extractors import FeatureExtractor, ResizeMode, build_extractor
 from vae_bench.fvd.frechet import FeatureStats, frechet_distance_stats
+from vae_bench.metric_info import known
 from vae_bench.metrics.base import RankSafeMetric, synced
 
 
@@ -59,8 +60,8 @@ class RFVD(RankSafeMetric):
     """
 
     name: ClassVar[str] = "rfvd"
-    unit: ClassVar[str] = ""
-    higher_is_better: ClassVar[bool] = False
+    unit: ClassVar[str] = known("rfvd").unit
+    higher_is_better: ClassVar[bool] = bool(known("rfvd").higher_is_better)
     is_differentiable: ClassVar[bool] = False
     full_state_update: ClassVar[bool] = False
 

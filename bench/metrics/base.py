@@ -23,6 +23,8 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
+from vae_bench.metric_info import known
+
 DEFAULT_MAX_FRAMES = 1024
 
 
@@ -116,6 +118,14 @@ class VideoMetric(RankSafeMetric):
     higher_is_better: ClassVar[bool]
     is_differentiable: ClassVar[bool] = False
     full_state_update: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A class that names its metric takes the unit and direction of its entry in
+        :mod:`vae_bench.metric_info`, the reports' source too."""
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            info = known(cls.name)
+            cls.unit, cls.higher_is_better = info.unit, bool(info.higher_is_better)
 
     clip_values: list[Tensor]
     frame_sum: Tensor

@@ -43,8 +43,6 @@ class Flicker(VideoMetric):
     """Mean absolute change of the reconstruction error between consecutive frames."""
 
     name = "flicker"
-    unit = "[0,1]"
-    higher_is_better = False
 
     @property
     def protocol(self) -> str:

@@ -107,8 +107,6 @@ class LPIPS(VideoMetric):
     """Per-frame LPIPS distance, mean over frames per clip."""
 
     name = "lpips"
-    unit = ""
-    higher_is_better = False
 
     def __init__(
         self,

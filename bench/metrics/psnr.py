@@ -38,8 +38,7 @@ def psnr_from_mse(mse: Tensor) -> Tensor:
 
 
 class _PSNRBase(VideoMetric):
-    unit = "dB"
-    higher_is_better = True
+    """PSNR variants: +inf for a perfect reconstruction unless ``inf_value`` maps it."""
 
     def __init__(self, *, inf_value: float | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -110,8 +110,6 @@ class SSIM(VideoMetric):
     """Per-frame SSIM (official convention), mean over frames per clip."""
 
     name = "ssim"
-    unit = ""
-    higher_is_better = True
 
     def __init__(self, *, chunk_pixels: int | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)

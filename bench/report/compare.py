@@ -1,16 +1,22 @@
-"""Compare two runs, or two checkpoints of one model in one run, clip by clip.
+"""Compare two runs, or two settings of one run, clip by clip.
 
 Quality: every clip evaluated on both sides is a pair (same dataset, clip, start, size,
-frame count and inference mode, and the same model and dtype unless a side selection
-picks them). The per-clip deltas get a paired bootstrap interval (:mod:`.stats`) and a
-verdict that knows which way is better. Efficiency: ratios of the medians (latency,
-throughput) and peaks (memory) of matching cells; a latency only counts as changed when
-the two p10-p90 spreads do not overlap.
+frame count and inference mode, and the same model and dtype, except for what a side
+selection picks). The per-clip deltas get a paired bootstrap interval (:mod:`.stats`) and
+a verdict that knows which way is better (:mod:`vae_bench.metric_info`). Equal values,
+infinite ones included, are no change; an infinite value on one side only (a lossless
+reconstruction gained or lost) is a named verdict. Set statistics (rFVD) have no per-clip
+values: they are compared only over the same clips.
+
+Efficiency: ratios of the medians (latency, throughput) and peaks (memory) of matching
+cells. A latency counts as changed only when the two p10-p90 spreads do not overlap,
+never from one repeat (no spread) nor below :data:`MIN_LATENCY_S` (timer jitter).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,21 +28,27 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from vae_bench.report.stats import BootstrapCI, bootstrap_mean_ci, paired_deltas
-from vae_bench.report.tables import key_text, metric_info
+from vae_bench.metric_info import EFFICIENCY_METRICS, metric_info
+from vae_bench.report.stats import BootstrapCI, PairedDeltas, bootstrap_mean_ci, paired_deltas
+from vae_bench.report.tables import key_text
 from vae_bench.results import CLIP_COLUMNS, atomic_write_text, read_results
 
-SELECT_KEYS = ("model", "weights", "dtype", "mode")
+#: Cell settings a side may be selected by (``size`` is ``HxW`` or one side).
+SELECT_KEYS = ("model", "weights", "dtype", "mode", "size", "height", "width", "frames",
+               "batch_size")  # fmt: skip
 #: Columns that must agree for two clips to be a pair (the clip itself and its settings).
 CLIP_PAIR_KEYS = ("dataset", "clip", "start", "height", "width", "frames", "mode")
 #: Columns that name the compared thing; dropped from the pairing when a side selects them.
 IDENTITY_KEYS = ("model", "dtype")
-EFFICIENCY_KEYS = ("height", "width", "frames", "batch_size", "mode", "phase", "metric")
-EFFICIENCY_METRICS = ("latency_s", "frames_per_s", "clips_per_s", "peak_allocated_mb",
-                      "peak_reserved_mb", "nvml_used_mb", "peak_rss_mb")  # fmt: skip
-MEMORY_SAME_BAND = 0.01  # memory peaks within 1% of each other count as unchanged
+EFFICIENCY_KEYS = ("height", "width", "frames", "batch_size", "mode")
+MEMORY_SAME_BAND = 0.01  # memory peaks within 1% (or 1 MiB) of each other are unchanged
+MEMORY_SAME_MIB = 1.0
+MIN_LATENCY_S = 0.01  # latencies both below this are timer jitter, not a verdict
 
 BETTER, WORSE, NO_CHANGE = "better", "worse", "no significant change"
+SAME = "no change"
+NO_SPREAD = "no spread (1 repeat)"
+FAILED = ("oom", "error", "nonfinite")
 
 
 class CompareError(ValueError):
@@ -57,21 +69,15 @@ class RunData:
     root: Path | None = None
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path, keep_default_na=False, na_values=[""])
-
-
 def load_run(path: str | Path) -> RunData:
     """A run directory (``results.csv``, optional ``clips.csv`` and ``run.json``)."""
-    import json
-
     root = Path(path)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: not a run directory (expected reports/<run>/)")
     results = read_results(root)
     clips_path = root / "clips.csv"
-    clips = _read_csv(clips_path) if clips_path.exists() else pd.DataFrame(
-        columns=list(CLIP_COLUMNS))
+    clips = (pd.read_csv(clips_path, keep_default_na=False, na_values=[""])
+             if clips_path.exists() else pd.DataFrame(columns=list(CLIP_COLUMNS)))
     meta_path = root / "run.json"
     metadata = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     name = str(metadata.get("run") or root.name)
@@ -79,23 +85,33 @@ def load_run(path: str | Path) -> RunData:
 
 
 def parse_selection(text: str | None) -> dict[str, str]:
-    """``"model=sd-vae-ft-mse,weights=3f1c"`` -> mapping (weights match by prefix)."""
+    """``"model=sd-vae-ft-mse,weights=3f1c"`` -> mapping (weights match by prefix);
+    ``size=64x96`` (or ``size=64``) becomes ``height`` and ``width``."""
     if not text:
         return {}
     selection: dict[str, str] = {}
     for part in text.split(","):
-        key, sep, value = part.partition("=")
-        key, value = key.strip(), value.strip()
-        if not sep or not value or key not in SELECT_KEYS:
-            raise CompareError(f"selection {text!r}: write key=value pairs separated by commas; "
-                               f"keys: {', '.join(SELECT_KEYS)}")
-        selection[key] = value
+        key, sep, value = (p.strip() for p in part.partition("="))
+        if not sep or not key or not value:
+            raise CompareError(f"selection {text!r}: write key=value pairs separated by "
+                               f"commas, e.g. model=identity,size=64x64")
+        if key not in SELECT_KEYS:
+            raise CompareError(f"selection {text!r}: {key!r} is not a selectable key; "
+                               f"allowed: {', '.join(SELECT_KEYS)}")
+        if key == "size":
+            height, _, width = value.lower().replace("×", "x").partition("x")
+            selection.update(height=height, width=width or height)
+        else:
+            selection[key] = value
     return selection
 
 
-def _select(frame: pd.DataFrame, selection: Mapping[str, str], what: str) -> pd.DataFrame:
+def _select(frame: pd.DataFrame, selection: Mapping[str, str], what: str,
+            optional: Sequence[str] = ()) -> pd.DataFrame:
     for key, value in selection.items():
         if key not in frame.columns:
+            if key in optional:
+                continue
             raise CompareError(f"{what}: no column {key!r} to select on")
         column = key_text(frame[key])
         keep = column.str.startswith(value) if key == "weights" else column == value
@@ -116,7 +132,12 @@ def _describe(run: RunData, selection: Mapping[str, str]) -> str:
 
 @dataclass(frozen=True)
 class MetricDelta:
-    """One quality metric of one compared group: candidate minus baseline."""
+    """One quality metric of one compared group: candidate minus baseline.
+
+    ``n_pairs`` counts every paired clip; ``ci`` is over the finite deltas only, and
+    ``n_inf_up``/``n_inf_down`` count pairs whose delta is ``+inf``/``-inf`` (one side
+    infinite). ``ci`` is ``None`` for a set statistic without per-clip values.
+    """
 
     group: tuple[tuple[str, Any], ...]  # (column, value) pairs naming the group
     metric: str
@@ -125,11 +146,17 @@ class MetricDelta:
     n_only_candidate: int
     baseline_mean: float
     candidate_mean: float
-    ci: BootstrapCI | None  # None: a set-level metric without per-clip values
+    ci: BootstrapCI | None
     verdict: str
+    n_inf_up: int = 0
+    n_inf_down: int = 0
 
     @property
     def delta(self) -> float:
+        if self.n_inf_up and self.n_inf_down:
+            return math.nan  # infinitely better on some clips, worse on others
+        if self.n_inf_up or self.n_inf_down:
+            return math.inf if self.n_inf_up else -math.inf
         return self.ci.estimate if self.ci else self.candidate_mean - self.baseline_mean
 
     @property
@@ -190,10 +217,28 @@ def _group_label(group: tuple[tuple[str, Any], ...]) -> str:
     return " ".join(parts)
 
 
-def verdict_for(ci: BootstrapCI, higher_is_better: bool | None) -> str:
-    """Direction-aware verdict of a paired interval (``0`` excluded, or not)."""
+def infinite_verdict(up: int, down: int, n: int, higher_is_better: bool | None) -> str:
+    """The named verdict of pairs with one side infinite: ``∞ gained`` (delta ``+inf``, e.g.
+    a clip became lossless) or ``∞ lost`` (``-inf``), judged by the metric's direction."""
+    parts = [f"∞ {word} on {count}/{n} clips" for word, count in (("lost", down),
+                                                                  ("gained", up)) if count]
+    text = ", ".join(parts)
+    if higher_is_better is None:
+        return f"changed: {text}"
+    worse = down if higher_is_better else up
+    return f"{WORSE if worse else BETTER}: {text}"
+
+
+def verdict_for(ci: BootstrapCI, higher_is_better: bool | None, up: int = 0,
+                down: int = 0) -> str:
+    """Direction-aware verdict of a paired interval (``0`` excluded, or not); pairs with one
+    side infinite (``up``/``down``) decide it when present."""
+    if up or down:
+        return infinite_verdict(up, down, ci.n + up + down, higher_is_better)
     if not ci.defined:
         return "too few clips"
+    if ci.low == ci.high == 0.0:
+        return SAME
     if higher_is_better is None:
         return "changed" if ci.excludes(0.0) else NO_CHANGE
     if ci.low > 0:
@@ -201,6 +246,10 @@ def verdict_for(ci: BootstrapCI, higher_is_better: bool | None) -> str:
     if ci.high < 0:
         return WORSE if higher_is_better else BETTER
     return NO_CHANGE
+
+
+def is_worse(verdict: str) -> bool:
+    return verdict.startswith(WORSE)
 
 
 # --------------------------------------------------------------------------- pairing
@@ -233,7 +282,7 @@ def pair_clips(baseline: pd.DataFrame, candidate: pd.DataFrame,
             raise CompareError(
                 f"{side}: several clips for {first['dataset']}/{first['clip']} at one pairing "
                 f"key; they differ in {', '.join(differs) or 'nothing recorded'}: select one "
-                "side with model=/weights=/dtype=/mode=")
+                f"side with {'=/'.join(SELECT_KEYS)}=")
         frames.append(ok)
     base, cand = frames
     metrics = [m for m in metric_columns(base) if m in set(metric_columns(cand))]
@@ -248,6 +297,13 @@ def pair_clips(baseline: pd.DataFrame, candidate: pd.DataFrame,
 
 def _group_columns(keys: Sequence[str]) -> list[str]:
     return [k for k in keys if k not in ("clip", "start")]
+
+
+def _unpaired_counts(frame: pd.DataFrame, group_cols: list[str]) -> dict[tuple, int]:
+    if not len(frame):
+        return {}
+    counts = frame.groupby(group_cols).size().to_dict()
+    return {k if isinstance(k, tuple) else (k,): int(v) for k, v in counts.items()}
 
 
 def quality_deltas(
@@ -268,9 +324,8 @@ def quality_deltas(
     out: list[MetricDelta] = []
     if pairs.empty:
         return out
-    unpaired_b = only_baseline.groupby(group_cols).size().to_dict() if len(only_baseline) else {}
-    unpaired_c = (only_candidate.groupby(group_cols).size().to_dict()
-                  if len(only_candidate) else {})
+    unpaired_b = _unpaired_counts(only_baseline, group_cols)
+    unpaired_c = _unpaired_counts(only_candidate, group_cols)
     for values, part in pairs.groupby(group_cols, sort=False):
         values = values if isinstance(values, tuple) else (values,)
         group = tuple(zip(group_cols, values, strict=True))
@@ -278,99 +333,135 @@ def quality_deltas(
             both = part[[f"{metric}_baseline", f"{metric}_candidate"]].dropna()
             if both.empty:
                 continue
-            info = metric_info(metric)
             a = both[f"{metric}_baseline"].to_numpy(float)
             b = both[f"{metric}_candidate"].to_numpy(float)
-            try:
-                deltas = paired_deltas(a, b, cap=info.cap)
-            except ValueError as error:
-                raise CompareError(f"{_group_label(group)} {metric}: {error}") from None
-            ci = bootstrap_mean_ci(deltas, confidence=confidence, n_resamples=n_resamples,
-                                   seed=seed)
-            cap = info.cap if info.cap is not None else math.inf
+            paired: PairedDeltas = paired_deltas(a, b)
+            ci = bootstrap_mean_ci(paired.deltas, confidence=confidence,
+                                   n_resamples=n_resamples, seed=seed)
+            verdict = verdict_for(ci, metric_info(metric).higher_is_better, paired.up,
+                                  paired.down)
             out.append(MetricDelta(
-                group, metric, len(deltas), int(unpaired_b.get(values, 0)),
-                int(unpaired_c.get(values, 0)), float(np.minimum(a, cap).mean()),
-                float(np.minimum(b, cap).mean()), ci, verdict_for(ci, info.higher_is_better)))
+                group, metric, paired.n, unpaired_b.get(values, 0), unpaired_c.get(values, 0),
+                float(a.mean()), float(b.mean()), ci, verdict, paired.up, paired.down))
     return out
 
 
 def _ok_rows(results: pd.DataFrame, kind: str) -> pd.DataFrame:
     rows = results[results.kind == kind].copy()
-    for column in ("dataset", "phase", "mode", "dtype", "model", "status", "protocol", "metric"):
+    for column in ("dataset", "phase", "mode", "dtype", "model", "status", "protocol", "metric",
+                   "height", "width", "frames", "batch_size"):  # fmt: skip
         rows[column] = key_text(rows[column])
     return rows
 
 
 def set_level_deltas(baseline: pd.DataFrame, candidate: pd.DataFrame, keys: Sequence[str],
-                     per_clip: set[str]) -> list[MetricDelta]:
-    """Quality metrics with no per-clip values (e.g. rFVD): a plain delta, no interval."""
-    cols = [k for k in _group_columns(keys)] + ["metric"]
-    base = _ok_rows(baseline, "quality")
-    cand = _ok_rows(candidate, "quality")
-    base = base[(base.status == "ok") & ~base.metric.isin(per_clip)]
-    cand = cand[(cand.status == "ok") & ~cand.metric.isin(per_clip)]
-    for frame in (base, cand):
-        for c in cols:
-            frame[c] = key_text(frame[c])
-    merged = base[cols + ["value", "n"]].merge(cand[cols + ["value", "n"]], on=cols,
-                                               suffixes=("_b", "_c"))
+                     per_clip: set[str], unpaired: set[tuple] = frozenset()
+                     ) -> list[MetricDelta]:
+    """Quality metrics with no per-clip values (rFVD): a plain delta over the same clips.
+
+    A set statistic over different clips measures the clip sets as much as the models
+    (rFVD of 8 clips against rFVD of 4), so a group whose clip sets differ (another
+    count, or unpaired clips) gets the verdict "not comparable" instead of a delta.
+    """
+    cols = _group_columns(keys) + ["metric"]
+    sides = []
+    for frame in (baseline, candidate):
+        rows = _ok_rows(frame, "quality")
+        sides.append(rows[(rows.status == "ok") & ~rows.metric.isin(per_clip)])
+    merged = sides[0][cols + ["value", "n"]].merge(sides[1][cols + ["value", "n"]], on=cols,
+                                                   suffixes=("_b", "_c"))
     out = []
-    for row in merged.itertuples(index=False):
-        record = row._asdict()
+    for record in merged.to_dict("records"):
         group = tuple((c, record[c]) for c in cols if c != "metric")
-        out.append(MetricDelta(group, record["metric"], 0, 0, 0, float(record["value_b"]),
-                               float(record["value_c"]), None, "no per-clip values"))
+        b, c = float(record["value_b"]), float(record["value_c"])
+        n_b, n_c = record["n_b"], record["n_c"]
+        if n_b != n_c or tuple(v for _, v in group) in unpaired:
+            verdict = (f"not comparable: a set statistic over different clips ({n_b:g} vs "
+                       f"{n_c:g} clips{', not all paired' if n_b == n_c else ''}); compare "
+                       "runs over the same clips")
+        elif b == c:
+            verdict = SAME
+        else:
+            verdict = "changed; no interval (set statistic)"
+        out.append(MetricDelta(group, record["metric"], 0, 0, 0, b, c, None, verdict))
     return out
+
+
+# --------------------------------------------------------------------------- efficiency
+
+
+def _side_index(results: pd.DataFrame, cols: list[str]
+                ) -> tuple[dict[tuple, dict[str, Any]], dict[tuple, str]]:
+    """Measured rows by (group, phase, metric), and failures by (group, phase), where a
+    whole-cell failure (metric ``cell``) has phase ``""`` and stands for every phase."""
+    rows = _ok_rows(results, "efficiency")
+    measured: dict[tuple, dict[str, Any]] = {}
+    failed: dict[tuple, str] = {}
+    for row in rows.to_dict("records"):
+        group = tuple((c, row[c]) for c in cols)
+        if row["status"] in FAILED:
+            failed[(group, "" if row["metric"] == "cell" else row["phase"])] = row["status"]
+        elif row["metric"] in EFFICIENCY_METRICS and row["status"] != "unavailable":
+            measured[(group, row["phase"], row["metric"])] = row
+    return measured, failed
 
 
 def efficiency_ratios(baseline: pd.DataFrame, candidate: pd.DataFrame,
-                      identity: Sequence[str]) -> list[EfficiencyRatio]:
-    """Median/peak ratios of matching efficiency cells, with a noise-aware verdict."""
-    cols = list(identity) + list(EFFICIENCY_KEYS)
-    sides = []
-    for frame in (baseline, candidate):
-        rows = _ok_rows(frame, "efficiency")
-        rows = rows[rows.metric.isin(EFFICIENCY_METRICS) & (rows.status != "unavailable")]
-        for c in cols:
-            rows[c] = key_text(rows[c])
-        sides.append(rows.drop_duplicates(cols, keep="last"))
-    fields = cols + ["value", "p10", "p90", "status"]
-    merged = sides[0][fields].merge(sides[1][fields], on=cols, suffixes=("_b", "_c"))
-    latency_verdicts: dict[tuple[Any, ...], str] = {}
-    records = []
-    for row in merged.to_dict("records"):
-        group = tuple((c, row[c]) for c in cols if c not in ("phase", "metric"))
-        ratio_record = EfficiencyRatio(group, row["phase"], row["metric"], float(row["value_b"]),
-                                       float(row["value_c"]), row["status_b"], row["status_c"],
-                                       "")
-        records.append((row, ratio_record))
-        if row["metric"] == "latency_s":
-            latency_verdicts[(group, row["phase"])] = _latency_verdict(row)
+                      cols: Sequence[str]) -> list[EfficiencyRatio]:
+    """Median/peak ratios of matching efficiency cells, with a noise-aware verdict.
+
+    A cell or phase that failed (out of memory, error) on one side is compared with the
+    other side's measurements: it became better (now measured) or worse (now failing).
+    """
+    (b_rows, b_failed), (c_rows, c_failed) = (_side_index(f, list(cols))
+                                              for f in (baseline, candidate))
     out = []
-    for row, record in records:
-        metric = row["metric"]
-        if record.baseline_status != "ok" or record.candidate_status != "ok":
-            verdict = (BETTER if record.candidate_status == "ok" else
-                       WORSE if record.baseline_status == "ok" else "failed on both")
-        elif metric == "latency_s":
-            verdict = latency_verdicts[(record.group, record.phase)]
-        elif metric in ("frames_per_s", "clips_per_s"):
-            verdict = latency_verdicts.get((record.group, record.phase), "within noise")
-        else:
-            ratio = record.ratio
-            verdict = ("same" if abs(ratio - 1) <= MEMORY_SAME_BAND else
-                       BETTER if ratio < 1 else WORSE)
-        out.append(EfficiencyRatio(record.group, record.phase, metric, record.baseline,
-                                   record.candidate, record.baseline_status,
-                                   record.candidate_status, verdict))
+    for key in list(dict.fromkeys([*b_rows, *c_rows])):
+        group, phase, metric = key
+        sides = []
+        for rows, failed in ((b_rows, b_failed), (c_rows, c_failed)):
+            row = rows.get(key)
+            status = (row["status"] if row is not None else
+                      failed.get((group, phase)) or failed.get((group, "")))
+            sides.append((row, status))
+        (b_row, b_status), (c_row, c_status) = sides
+        if b_status is None or c_status is None:
+            continue  # measured on one side only: nothing to compare
+        b_value = float(b_row["value"]) if b_row is not None else math.nan
+        c_value = float(c_row["value"]) if c_row is not None else math.nan
+        latency_key = (group, phase, "latency_s")
+        verdict = _verdict(metric, b_status, c_status, b_value, c_value,
+                           b_rows.get(latency_key), c_rows.get(latency_key))
+        out.append(EfficiencyRatio(tuple(group), phase, metric, b_value, c_value, b_status,
+                                   c_status, verdict))
     return out
 
 
-def _latency_verdict(row: Mapping[str, Any]) -> str:
-    if row["status_b"] != "ok" or row["status_c"] != "ok":
-        return BETTER if row["status_c"] == "ok" else WORSE
-    lo_b, hi_b, lo_c, hi_c = (float(row[k]) for k in ("p10_b", "p90_b", "p10_c", "p90_c"))
+def _verdict(metric: str, b_status: str, c_status: str, b_value: float, c_value: float,
+             b_latency: Mapping[str, Any] | None, c_latency: Mapping[str, Any] | None) -> str:
+    if b_status != "ok" or c_status != "ok":
+        if b_status == c_status or (b_status != "ok" and c_status != "ok"):
+            return "failed on both"
+        return BETTER if c_status == "ok" else WORSE
+    if metric in ("latency_s", "frames_per_s", "clips_per_s"):
+        if b_latency is None or c_latency is None:
+            return "no latency recorded"
+        return latency_verdict(b_latency, c_latency)
+    higher = metric_info(metric).higher_is_better
+    if abs(c_value - b_value) <= max(MEMORY_SAME_BAND * abs(b_value), MEMORY_SAME_MIB):
+        return SAME
+    return BETTER if (c_value > b_value) == bool(higher) else WORSE
+
+
+def latency_verdict(base: Mapping[str, Any], cur: Mapping[str, Any]) -> str:
+    """Slower or faster only beyond both p10-p90 spreads, with more than one repeat, and
+    above the timer's jitter (:data:`MIN_LATENCY_S`)."""
+    if min(float(base.get("n") or 0), float(cur.get("n") or 0)) < 2:
+        return NO_SPREAD
+    lo_b, hi_b, lo_c, hi_c = (float(r[k]) for r, k in ((base, "p10"), (base, "p90"),
+                                                       (cur, "p10"), (cur, "p90")))
+    if max(float(base["value"]), float(cur["value"])) < MIN_LATENCY_S:
+        return f"too short to time (< {MIN_LATENCY_S * 1e3:g} ms)"
     if not all(math.isfinite(v) for v in (lo_b, hi_b, lo_c, hi_c)):
         return "no spread recorded"
     if lo_c > hi_b:
@@ -397,7 +488,7 @@ def _protocol_notes(baseline: pd.DataFrame, candidate: pd.DataFrame) -> list[str
 
 def _failure_notes(results: pd.DataFrame, side: str) -> list[str]:
     """Cells that failed on one side have nothing to pair with: say so, do not drop them."""
-    failed = results[results.status.isin(["oom", "error", "nonfinite"])]
+    failed = results[results.status.isin(FAILED)]
     if failed.empty:
         return []
     titles: set[str] = set()
@@ -423,9 +514,9 @@ def compare_runs(
 ) -> Comparison:
     """Paired per-clip deltas and efficiency ratios of ``candidate`` against ``baseline``.
 
-    A column that either side selects on (``model``, ``weights``, ``dtype``, ``mode``) is
-    what is being compared, so it is left out of the pairing; every other setting must
-    match for two clips to pair.
+    A setting that either side selects on (:data:`SELECT_KEYS`) is what is being
+    compared, so it is left out of the pairing; every other setting must match for two
+    clips or cells to pair.
     """
     baseline_select = dict(baseline_select or {})
     candidate_select = dict(candidate_select or {})
@@ -435,18 +526,23 @@ def compare_runs(
     b_label = _describe(baseline, baseline_select)
     c_label = _describe(candidate, candidate_select)
 
-    b_clips = _select(baseline.clips, baseline_select, f"baseline {b_label} clips")
-    c_clips = _select(candidate.clips, candidate_select, f"candidate {c_label} clips")
+    optional = ("batch_size",)  # clips have no timing batch
+    b_clips = _select(baseline.clips, baseline_select, f"baseline {b_label} clips", optional)
+    c_clips = _select(candidate.clips, candidate_select, f"candidate {c_label} clips", optional)
     b_results = _select(baseline.results, baseline_select, f"baseline {b_label}")
     c_results = _select(candidate.results, candidate_select, f"candidate {c_label}")
     keys = [k for k in keys if k in b_clips.columns and k in c_clips.columns] or keys
     notes: list[str] = []
     quality: list[MetricDelta] = []
     pairs = pd.DataFrame()
+    unpaired: set[tuple] = set()
     if len(b_clips) and len(c_clips):
         pairs, only_b, only_c = pair_clips(b_clips, c_clips, keys)
         quality = quality_deltas(pairs, only_b, only_c, keys, metrics=metrics,
                                  confidence=confidence, n_resamples=n_resamples, seed=seed)
+        group_cols = _group_columns(keys)
+        unpaired = set(_unpaired_counts(only_b, group_cols)) | set(
+            _unpaired_counts(only_c, group_cols))
         if len(only_b) or len(only_c):
             notes.append(f"Unpaired clips left out: {len(only_b)} only in the baseline, "
                          f"{len(only_c)} only in the candidate.")
@@ -454,9 +550,10 @@ def compare_runs(
             notes.append("No clip was evaluated on both sides: check the selections, sizes, "
                          "frame counts and datasets.")
     per_clip = set(metric_columns(b_clips)) & set(metric_columns(c_clips))
-    quality += [d for d in set_level_deltas(b_results, c_results, keys, per_clip)
+    quality += [d for d in set_level_deltas(b_results, c_results, keys, per_clip, unpaired)
                 if metrics is None or d.metric in metrics]
-    efficiency = efficiency_ratios(b_results, c_results, identity)
+    eff_cols = [k for k in (*identity, *EFFICIENCY_KEYS) if k not in chosen]
+    efficiency = efficiency_ratios(b_results, c_results, eff_cols)
     notes += _protocol_notes(b_results, c_results)
     notes += _failure_notes(b_results, "baseline") + _failure_notes(c_results, "candidate")
     if not quality and not efficiency:
@@ -478,7 +575,13 @@ def _num(value: float, digits: int = 4) -> str:
 
 
 def _signed(value: float, digits: int = 3) -> str:
+    if math.isinf(value):
+        return "+∞" if value > 0 else "−∞"
     return "—" if math.isnan(value) else f"{value:+.{digits}g}"
+
+
+def _bold(verdict: str) -> str:
+    return f"**{verdict}**" if verdict.startswith((BETTER, WORSE)) else verdict
 
 
 def quality_frame(comparison: Comparison) -> pd.DataFrame:
@@ -509,20 +612,25 @@ def to_markdown(comparison: Comparison) -> str:
     lines = [f"# Comparison: {comparison.candidate} vs {comparison.baseline}", "",
              f"Baseline: `{comparison.baseline}`; candidate: `{comparison.candidate}`. "
              f"Δ = candidate − baseline, mean over paired clips with a {pct}% paired "
-             "bootstrap interval (BCa); verdicts know which way is better (↑/↓).", ""]
+             "bootstrap interval (BCa); verdicts know which way is better (↑/↓). "
+             "Infinite values (PSNR of a lossless clip) are never capped: equal on both "
+             "sides they are no change, on one side only they are counted (∞ gained or "
+             "lost) and the interval is over the other clips.", ""]
     if comparison.quality:
         lines += ["## Quality", "",
                   f"| group | metric | pairs | baseline | candidate | Δ [{pct}% CI] | Δ % | "
                   "verdict |", "| :--- | :--- | ---: | ---: | ---: | :--- | ---: | :--- |"]
         for d in comparison.quality:
             info = metric_info(d.metric)
-            interval = (f"{_signed(d.delta)} [{_signed(d.ci.low)}, {_signed(d.ci.high)}]"
-                        if d.ci and d.ci.defined else _signed(d.delta))
-            verdict = f"**{d.verdict}**" if d.verdict in (BETTER, WORSE) else d.verdict
+            interval = _signed(d.delta)
+            if d.ci is not None and d.ci.defined:
+                finite = f"{_signed(d.ci.estimate)} [{_signed(d.ci.low)}, {_signed(d.ci.high)}]"
+                interval = (f"{interval}; other clips {finite}" if d.n_inf_up or d.n_inf_down
+                            else finite)
             lines.append(
                 f"| {d.label()} | {info.label} {info.arrow} | {d.n_pairs or '—'} | "
                 f"{_num(d.baseline_mean)} | {_num(d.candidate_mean)} | {interval} | "
-                f"{_signed(d.relative * 100, 2)} | {verdict} |")
+                f"{_signed(d.relative * 100, 2)} | {_bold(d.verdict)} |")
         lines.append("")
     if comparison.efficiency:
         lines += ["## Efficiency", "",
@@ -533,9 +641,9 @@ def to_markdown(comparison: Comparison) -> str:
             base = _num(r.baseline) if r.baseline_status == "ok" else r.baseline_status
             cand = _num(r.candidate) if r.candidate_status == "ok" else r.candidate_status
             ratio = "—" if math.isnan(r.ratio) else f"{r.ratio:.3f}×"
-            verdict = f"**{r.verdict}**" if r.verdict in (BETTER, WORSE) else r.verdict
-            lines.append(f"| {r.label()} | {r.phase} | {info.label} ({info.unit}) "
-                         f"{info.arrow} | {base} | {cand} | {ratio} | {verdict} |")
+            unit = f" ({info.unit})" if info.unit else ""
+            lines.append(f"| {r.label()} | {r.phase} | {info.label}{unit} "
+                         f"{info.arrow} | {base} | {cand} | {ratio} | {_bold(r.verdict)} |")
         lines.append("")
     if comparison.notes:
         lines += [f"- {note}" for note in comparison.notes]
@@ -557,7 +665,6 @@ def plot_comparison(comparison: Comparison) -> Figure | None:
     colours = [f"C{i}" for i in range(10)]
     for (scatter, hist), metric in zip(axes, metrics, strict=True):
         info = metric_info(metric)
-        cap = info.cap if info.cap is not None else np.inf
         summaries = [d for d in comparison.quality if d.metric == metric and d.ci is not None]
         all_deltas = []
         lo, hi = np.inf, -np.inf
@@ -566,9 +673,9 @@ def plot_comparison(comparison: Comparison) -> Figure | None:
             keep = np.ones(len(pairs), dtype=bool)
             for column, value in summary.group:
                 keep &= pairs[column].to_numpy() == value
-            a = np.minimum(pairs.loc[keep, f"{metric}_baseline"].to_numpy(float), cap)
-            b = np.minimum(pairs.loc[keep, f"{metric}_candidate"].to_numpy(float), cap)
-            finite = np.isfinite(a) & np.isfinite(b)
+            a = pairs.loc[keep, f"{metric}_baseline"].to_numpy(float)
+            b = pairs.loc[keep, f"{metric}_candidate"].to_numpy(float)
+            finite = np.isfinite(a) & np.isfinite(b)  # infinite clips are counted in the table
             a, b = a[finite], b[finite]
             if not len(a):
                 continue
@@ -581,7 +688,7 @@ def plot_comparison(comparison: Comparison) -> Figure | None:
                 hist.axvline(summary.ci.estimate, color=colour, linewidth=1.2)
         if np.isfinite(lo):
             scatter.plot([lo, hi], [lo, hi], "k--", linewidth=0.8)
-        if 1 < len(summaries) <= 10:
+        if 1 < len(scatter.get_legend_handles_labels()[1]) <= 10:
             scatter.legend(fontsize=7)
         deltas = np.concatenate(all_deltas) if all_deltas else np.array([])
         hist.hist(deltas, bins=min(40, max(5, len(deltas) // 3)), color="0.6", alpha=0.8)
@@ -621,6 +728,16 @@ def write_comparison(comparison: Comparison, out_dir: str | Path) -> list[Path]:
     return written
 
 
+def output_name(comparison: Comparison) -> str:
+    """A folder name naming both sides, so that comparisons of one candidate against
+    different baselines (or selections) never overwrite each other."""
+    def clean(label: str) -> str:
+        text = label.replace(" [", "_").replace("]", "").replace(" ", "_").replace("/", "_")
+        return "".join(ch for ch in text if ch.isalnum() or ch in "-_=.,")
+
+    return f"{clean(comparison.candidate)}_vs_{clean(comparison.baseline)}"
+
+
 def run_compare(
     baseline: str | Path,
     candidate: str | Path | None = None,
@@ -635,7 +752,7 @@ def run_compare(
 ) -> tuple[Comparison, list[Path]]:
     """``vae-bench compare``: ``candidate`` defaults to ``baseline`` (two checkpoints or
     settings of one run, told apart by the selections). Output defaults to
-    ``<candidate run>/compare/<baseline>``."""
+    ``<candidate run>/compare/<candidate>_vs_<baseline>`` (see :func:`output_name`)."""
     base_run = load_run(baseline)
     cand_run = load_run(candidate) if candidate is not None else base_run
     b_sel, c_sel = parse_selection(baseline_select), parse_selection(candidate_select)
@@ -646,9 +763,7 @@ def run_compare(
                               candidate_select=c_sel, metrics=metrics, confidence=confidence,
                               n_resamples=n_resamples, seed=seed)
     if out is None:
-        stem = _describe(base_run, b_sel).replace(" ", "_").replace("/", "_")
-        stem = "".join(ch for ch in stem if ch.isalnum() or ch in "-_=.,")
-        out = Path(cand_run.root or ".") / "compare" / stem
+        out = Path(cand_run.root or ".") / "compare" / output_name(comparison)
     return comparison, write_comparison(comparison, out)
 
 
@@ -666,4 +781,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-resamples", type=int, default=2000, help="bootstrap resamples")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     parser.add_argument("-o", "--out", default=None,
-                        help="output directory (default: <candidate>/compare/<baseline>)")
+                        help="output directory (default: "
+                        "<candidate>/compare/<candidate>_vs_<baseline>)")

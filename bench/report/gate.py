@@ -2,13 +2,16 @@
 
 Quality is judged clip by clip: the paired bootstrap interval of (current - baseline)
 must lie entirely beyond the tolerance, on the worse side, to count as a regression, so
-noise within the tolerance never fails a build and a real drop does. Timings are
-compared as ratios after dividing each by a reference cell timed in the same run (by
-default the identity model at the same size, frames, dtype, mode, batch and phase): a
-CI machine that is slower across the board is not a regression, a model that got slower
-relative to it is. Cells of the baseline missing from the current run, cells that
-failed, and metrics measured under a changed protocol are reported and fail the gate
-unless the rules allow them; nothing passes by being absent.
+noise within the tolerance never fails a build and a real drop does. Equal values are no
+change, infinite ones included; a value infinite on one side only (a lossless clip
+gained or lost) is judged by the metric's direction. Timings are compared as ratios
+after dividing by one machine factor for the whole run: the summed latency of the
+reference cells (by default the identity model's) in the current run over the
+baseline's, so a CI machine that is slower across the board is not a regression and a
+model that got slower relative to the reference is. Cells of the baseline missing from
+the current run, cells that failed, and metrics measured under a changed protocol are
+reported and fail the gate unless the rules allow them; nothing passes by being absent.
+The built-in rules are ``gates.yaml`` next to this module.
 """
 
 from __future__ import annotations
@@ -23,8 +26,17 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from vae_bench.report.compare import RunData, load_run, pair_clips, quality_deltas
-from vae_bench.report.tables import key_text, metric_info
+from vae_bench.metric_info import metric_info
+from vae_bench.report.compare import (
+    MetricDelta,
+    RunData,
+    infinite_verdict,
+    is_worse,
+    load_run,
+    pair_clips,
+    quality_deltas,
+)
+from vae_bench.report.tables import key_text
 from vae_bench.results import atomic_write_text
 
 PASS, FAIL, WARN, INFO = "pass", "fail", "warn", "info"
@@ -40,6 +52,7 @@ REFERENCE_KEYS = ("model", "weights", "height", "width", "frames_requested", "fr
 #: Timing metrics and how they scale with time (latency ~ t, throughput ~ 1/t).
 TIMING_EXPONENT = {"latency_s": 1, "frames_per_s": -1, "clips_per_s": -1}
 CLIP_KEYS = ("model", "dtype", "dataset", "clip", "start", "height", "width", "frames", "mode")
+DEFAULT_RULES_FILE = Path(__file__).with_name("gates.yaml")
 
 
 class GateError(ValueError):
@@ -56,7 +69,7 @@ class MetricRule:
     ``abs_tol`` (metric units) and ``rel_tol`` (a fraction of the baseline) make the
     tolerance; the larger wins. For ratio-judged metrics (timings, memory) a regression
     is a value more than ``(1 + rel_tol)`` times worse; ``normalise: reference`` first
-    divides by the reference cell of the same run.
+    divides by the machine factor of the reference cells.
     """
 
     direction: str
@@ -82,31 +95,16 @@ class GateRules:
     ignore: tuple[dict[str, Any], ...] = ()
     timing_spread: bool = True  # judge timings with the benefit of their p10-p90 spreads
     min_reference_s: float = 0.01  # summed reference latency below which it is only noise
+    min_repeats: int = 2  # timings of fewer repeats have no spread: reported, not gated
+    informational: dict[str, str] = field(default_factory=dict, hash=False)  # metric: why
     source: str = "built-in defaults"
 
 
-DEFAULT_RULES = GateRules(
-    metrics={
-        "psnr": MetricRule("higher", abs_tol=0.05),
-        "psnr_clip": MetricRule("higher", abs_tol=0.05),
-        "ssim": MetricRule("higher", abs_tol=0.002),
-        "lpips": MetricRule("lower", abs_tol=0.002),
-        "rfvd": MetricRule("lower", rel_tol=0.05),
-        "fvd": MetricRule("lower", rel_tol=0.05),
-        "latency_s": MetricRule("lower", rel_tol=0.25, normalise="reference"),
-        "frames_per_s": MetricRule("higher", rel_tol=0.25, normalise="reference"),
-        "clips_per_s": MetricRule("higher", rel_tol=0.25, normalise="reference"),
-        "peak_allocated_mb": MetricRule("lower", rel_tol=0.05),
-        "peak_reserved_mb": MetricRule("lower", rel_tol=0.10),
-        "peak_rss_mb": MetricRule("lower", rel_tol=0.20),
-    },
-    reference={"model": "identity"},
-)
-
-_TOP_KEYS = {"metrics", "reference", "allow_missing", "allow_protocol_change", "allow_new",
-             "confidence", "n_resamples", "seed", "ignore", "timing_spread",
-             "min_reference_s"}  # fmt: skip
+_TOP_KEYS = {"metrics", "informational", "reference", "allow_missing", "allow_protocol_change",
+             "allow_new", "confidence", "n_resamples", "seed", "ignore", "timing_spread",
+             "min_reference_s", "min_repeats"}  # fmt: skip
 _RULE_KEYS = {"direction", "abs_tol", "rel_tol", "normalise"}
+_FLAGS = ("allow_missing", "allow_protocol_change", "allow_new", "timing_spread")
 
 
 def _rule(source: str, name: str, data: Any) -> MetricRule:
@@ -141,8 +139,20 @@ def _rule(source: str, name: str, data: Any) -> MetricRule:
     return MetricRule(direction, normalise=normalise, **tolerances)
 
 
-def parse_rules(data: Any, source: str = "<rules>") -> GateRules:
-    """Validate a rules mapping (the content of ``gates.yaml``)."""
+def _number(source: str, key: str, value: Any, low: float, integer: bool = False) -> Any:
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or value < low:
+        kind = "an integer" if integer else "a number"
+        raise GateError(f"{source}: {key}: {value!r} must be {kind} >= {low:g}")
+    return value
+
+
+def parse_rules(data: Any, source: str = "<rules>", base: GateRules | None = None
+                ) -> GateRules:
+    """Validate a rules mapping (the content of ``gates.yaml``) over ``base`` (default:
+    the built-in rules): ``metrics`` and ``informational`` replace its entries per
+    metric; other keys left out keep its values."""
+    base = DEFAULT_RULES if base is None else base
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
@@ -150,14 +160,23 @@ def parse_rules(data: Any, source: str = "<rules>") -> GateRules:
     unknown = sorted(set(data) - _TOP_KEYS)
     if unknown:
         raise GateError(f"{source}: unknown key(s) {unknown}; allowed: {sorted(_TOP_KEYS)}")
-    metrics = data.get("metrics")
-    if metrics is None:
-        rules = dict(DEFAULT_RULES.metrics)
-    elif isinstance(metrics, Mapping):
-        rules = {str(name): _rule(source, str(name), rule) for name, rule in metrics.items()}
-    else:
+    metrics_data = data.get("metrics") or {}
+    if not isinstance(metrics_data, Mapping):
         raise GateError(f"{source}: metrics: must be a mapping of metric name to rule")
-    reference = data.get("reference", DEFAULT_RULES.reference)
+    given = {str(name): _rule(source, str(name), rule) for name, rule in metrics_data.items()}
+    info_data = data.get("informational") or {}
+    if not isinstance(info_data, Mapping) or not all(
+            isinstance(why, str) and why.strip() for why in info_data.values()):
+        raise GateError(f"{source}: informational: a mapping of metric name to the reason it "
+                        "is not gated, e.g. {nvml_used_mb: counts other processes}")
+    both = sorted(set(given) & set(map(str, info_data)))
+    if both:
+        raise GateError(f"{source}: {', '.join(both)}: both under metrics and informational")
+    informational = {k: v for k, v in base.informational.items() if k not in given}
+    informational.update({str(k): " ".join(str(v).split()) for k, v in info_data.items()})
+    rules = {k: v for k, v in base.metrics.items() if k not in informational}
+    rules.update(given)
+    reference = data.get("reference", base.reference)
     if reference is not None:
         if not isinstance(reference, Mapping) or not reference:
             raise GateError(f"{source}: reference: a mapping such as {{model: identity}}, "
@@ -170,29 +189,39 @@ def parse_rules(data: Any, source: str = "<rules>") -> GateRules:
     if any(r.normalise == "reference" for r in rules.values()) and reference is None:
         raise GateError(f"{source}: a metric has normalise: reference but reference is null")
     flags = {}
-    for key in ("allow_missing", "allow_protocol_change", "allow_new", "timing_spread"):
-        value = data.get(key, getattr(DEFAULT_RULES, key))
+    for key in _FLAGS:
+        value = data.get(key, getattr(base, key))
         if not isinstance(value, bool):
             raise GateError(f"{source}: {key}: {value!r} must be true or false")
         flags[key] = value
-    confidence = data.get("confidence", DEFAULT_RULES.confidence)
+    confidence = data.get("confidence", base.confidence)
     if not isinstance(confidence, float) or not 0 < confidence < 1:
         raise GateError(f"{source}: confidence: {confidence!r} must be in (0, 1)")
-    min_reference_s = data.get("min_reference_s", DEFAULT_RULES.min_reference_s)
-    if isinstance(min_reference_s, bool) or not isinstance(min_reference_s, (int, float)) or (
-            min_reference_s < 0):
-        raise GateError(f"{source}: min_reference_s: {min_reference_s!r} must be a number >= 0")
-    n_resamples = data.get("n_resamples", DEFAULT_RULES.n_resamples)
-    seed = data.get("seed", DEFAULT_RULES.seed)
-    for key, value, low in (("n_resamples", n_resamples, 100), ("seed", seed, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise GateError(f"{source}: {key}: {value!r} must be an integer >= {low}")
-    ignore = data.get("ignore") or []
+    min_reference_s = _number(source, "min_reference_s",
+                              data.get("min_reference_s", base.min_reference_s), 0)
+    n_resamples = _number(source, "n_resamples", data.get("n_resamples", base.n_resamples),
+                          100, integer=True)
+    seed = _number(source, "seed", data.get("seed", base.seed), 0, integer=True)
+    min_repeats = _number(source, "min_repeats", data.get("min_repeats", base.min_repeats), 1,
+                          integer=True)
+    ignore = data.get("ignore", list(base.ignore)) or []
     if not isinstance(ignore, list) or not all(isinstance(i, Mapping) and i for i in ignore):
         raise GateError(f"{source}: ignore: a list of mappings, e.g. [{{metric: nvml_used_mb}}]")
     return GateRules(rules, reference, confidence=confidence, n_resamples=n_resamples,
-                     seed=seed, min_reference_s=float(min_reference_s),
-                     ignore=tuple(dict(i) for i in ignore), source=source, **flags)
+                     seed=seed, min_reference_s=float(min_reference_s), min_repeats=min_repeats,
+                     ignore=tuple(dict(i) for i in ignore), informational=informational,
+                     source=source, **flags)
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise GateError(f"{path}: not valid YAML: {error}") from None
+
+
+DEFAULT_RULES = parse_rules(_read_yaml(DEFAULT_RULES_FILE), "built-in defaults",
+                            base=GateRules({}, reference=None))
 
 
 def load_rules(path: str | Path | None = None) -> GateRules:
@@ -204,11 +233,7 @@ def load_rules(path: str | Path | None = None) -> GateRules:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"gate rules {path} not found")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise GateError(f"{path}: not valid YAML: {error}") from None
-    return parse_rules(data, str(path))
+    return parse_rules(_read_yaml(path), str(path))
 
 
 # --------------------------------------------------------------------------- report
@@ -228,6 +253,15 @@ class Check:
     tolerance: str = ""
     message: str = ""
 
+    def line(self) -> str:
+        """One readable line: what, where, how much, against which tolerance, why."""
+        change = self.change or f"{self.baseline} → {self.current}"
+        if self.change and self.what in ("quality", "efficiency"):
+            change = f"{self.baseline} → {self.current}, Δ {self.change}"
+        tolerance = f" (tolerance {self.tolerance})" if self.tolerance else ""
+        metric = f" · {self.metric}" if self.metric else ""
+        return f"{self.what}: {self.subject}{metric}: {change}{tolerance}: {self.message}"
+
 
 @dataclass(frozen=True)
 class GateReport:
@@ -244,6 +278,15 @@ class GateReport:
     def count(self, outcome: str) -> int:
         return sum(c.outcome == outcome for c in self.checks)
 
+    def _timings_text(self) -> str:
+        if not any(m in self.rules.metrics for m in TIMING_EXPONENT):
+            return "Timings: not gated by these rules (informational)."
+        return ("Timings: ratios current/baseline"
+                + (", divided by the machine factor of the reference cells"
+                   if self.rules.reference else "")
+                + (", judged with the benefit of the p10–p90 spreads"
+                   if self.rules.timing_spread else "") + ".")
+
     def to_markdown(self) -> str:
         verdict = "PASSED" if self.passed else "FAILED"
         lines = [
@@ -253,14 +296,15 @@ class GateReport:
             f"warnings, {self.count(PASS)} passed, {self.count(INFO)} notes.", "",
             f"Quality: regression only when the {round(self.rules.confidence * 100)}% paired "
             "bootstrap interval of Δ = current − baseline lies entirely beyond the tolerance "
-            "on the worse side. Timings: ratios current/baseline"
-            + (", divided by the machine factor of the reference cells"
-               if self.rules.reference else "")
-            + (", judged with the benefit of the p10–p90 spreads"
-               if self.rules.timing_spread else "") + ".", "",
+            "on the worse side. " + self._timings_text(), "",
             *[f"- {note}" for note in self.notes], "" if self.notes else None,
         ]  # fmt: skip
         lines = [line for line in lines if line is not None]
+        failed = [c for c in self.checks if c.outcome == FAIL]
+        if failed:
+            shown = [f"- {c.line()}" for c in failed[:20]]
+            more = [f"- … and {len(failed) - 20} more (table below)"] if len(failed) > 20 else []
+            lines[1:1] = ["", "What failed:", "", *shown, *more]
         header = ["| outcome | check | subject | metric | baseline | current | change | "
                   "tolerance | note |",
                   "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | --- |"]
@@ -411,60 +455,83 @@ class _MachineFactor:
                 f"{self.n} timed in both runs) took {self.factor:.3g}× the baseline's time")
 
 
-def _clip_deltas(baseline: RunData, current: RunData, rules: GateRules) -> dict:
-    """Paired deltas of every quality group, keyed like :data:`QUALITY_KEYS`."""
+def _clip_deltas(baseline: RunData, current: RunData, rules: GateRules
+                 ) -> tuple[dict[tuple[str, ...], MetricDelta], set[tuple[str, ...]]]:
+    """Paired deltas of every quality group, keyed like :data:`QUALITY_KEYS`, and the
+    groups (keys without the metric) whose clips did not all pair."""
     if baseline.clips.empty or current.clips.empty:
-        return {}
+        return {}, set()
     keys = [k for k in CLIP_KEYS if k in baseline.clips.columns and k in current.clips.columns]
     pairs, only_b, only_c = pair_clips(baseline.clips, current.clips, keys)
     deltas = quality_deltas(pairs, only_b, only_c, keys, confidence=rules.confidence,
                             n_resamples=rules.n_resamples, seed=rules.seed)
-    out = {}
+    out, unpaired = {}, set()
     for d in deltas:
         group = dict(d.group)
         key = ("quality", *(_text(group.get(k, "")) if k != "metric" else d.metric
                             for k in QUALITY_KEYS))
         out[key] = d
-    return out
+        if d.n_only_baseline or d.n_only_candidate:
+            unpaired.add(key[:-1])
+    return out, unpaired
 
 
 def _quality_check(key: tuple[str, ...], base: Mapping[str, Any], cur: Mapping[str, Any],
-                   rule: MetricRule, delta: Any) -> Check:
+                   rule: MetricRule, delta: MetricDelta | None, rules: GateRules,
+                   unpaired: bool) -> Check:
+    """Per-clip interval where there is one, else the values themselves (set statistics
+    such as rFVD, or runs without clips.csv); infinite values by direction, never capped."""
     subject, metric = _subject(key), str(base["metric"])
     b_value, c_value = float(base["value"]), float(cur["value"])
-    info = metric_info(metric)
     sign = 1.0 if rule.higher_is_better else -1.0
-    if delta is not None:
-        reference = abs(delta.baseline_mean)
-    else:
-        reference = abs(min(b_value, info.cap) if info.cap else b_value)
+    reference = abs(delta.baseline_mean if delta is not None else b_value)
     tol = max(rule.abs_tol, rule.rel_tol * reference if math.isfinite(reference) else 0.0)
     tolerance = f"{'-' if rule.higher_is_better else '+'}{tol:.4g}"
-    if delta is not None and delta.ci is not None and delta.ci.defined:
+
+    def check(outcome: str, change: str, message: str) -> Check:
+        return Check(outcome, "quality", subject, metric, _fmt(b_value), _fmt(c_value), change,
+                     tolerance, message)
+
+    if delta is not None and delta.ci is not None:
         ci = delta.ci
-        worse_bound = ci.high if rule.higher_is_better else ci.low  # the best case
-        better_bound = ci.low if rule.higher_is_better else ci.high
-        change = f"{ci.estimate:+.4g} [{ci.low:+.4g}, {ci.high:+.4g}]"
-        unpaired = delta.n_only_baseline + delta.n_only_candidate
-        note = f"{delta.n_pairs} paired clips" + (f", {unpaired} unpaired" if unpaired else "")
-        if sign * worse_bound < -tol:
-            return Check(FAIL, "quality", subject, metric, _fmt(b_value), _fmt(c_value), change,
-                         tolerance, f"regression: whole interval beyond tolerance; {note}")
-        verdict = "improved" if sign * better_bound > tol else "within tolerance"
-        return Check(PASS, "quality", subject, metric, _fmt(b_value), _fmt(c_value), change,
-                     tolerance, f"{verdict}; {note}")
-    # no interval: the point estimate is all there is
-    capped = [min(v, info.cap) if info.cap else v for v in (b_value, c_value)]
-    if not all(math.isfinite(v) for v in capped):
-        same = b_value == c_value
-        return Check(PASS if same else FAIL, "quality", subject, metric, _fmt(b_value),
-                     _fmt(c_value), "", tolerance, "non-finite value")
-    point = capped[1] - capped[0]
-    why = ("one paired clip, no interval" if delta is not None
-           else "no per-clip values; point estimate")
+        unpaired_n = delta.n_only_baseline + delta.n_only_candidate
+        note = f"{delta.n_pairs} paired clips" + (f", {unpaired_n} unpaired" if unpaired_n
+                                                  else "")
+        infinite = ""
+        if delta.n_inf_up or delta.n_inf_down:
+            verdict = infinite_verdict(delta.n_inf_up, delta.n_inf_down, delta.n_pairs,
+                                       rule.higher_is_better)
+            if is_worse(verdict):
+                return check(FAIL, _fmt(delta.delta), f"regression: {verdict}; {note}")
+            infinite = f"{verdict}; "
+        if ci.defined:
+            worse_bound = ci.high if rule.higher_is_better else ci.low  # the best case
+            better_bound = ci.low if rule.higher_is_better else ci.high
+            change = f"{ci.estimate:+.4g} [{ci.low:+.4g}, {ci.high:+.4g}]"
+            if sign * worse_bound < -tol:
+                return check(FAIL, change, f"{infinite}regression: whole interval beyond "
+                             f"tolerance; {note}")
+            verdict = ("no change" if ci.low == ci.high == 0.0 else
+                       "improved" if sign * better_bound > tol else "within tolerance")
+            return check(PASS, change, f"{infinite}{verdict}; {note}")
+        if ci.n == 0:  # every pair infinite on one side, and none worse
+            return check(PASS, _fmt(delta.delta), f"{infinite}{note}")
+        point, why = ci.estimate, f"{infinite}one finite pair, no interval"
+    else:
+        n_b, n_c = base.get("n"), cur.get("n")
+        if unpaired or (_text(n_b) != _text(n_c)):
+            return check(WARN if rules.allow_missing else FAIL, "",
+                         f"not comparable: a set statistic over different clips ({_text(n_b)} "
+                         f"vs {_text(n_c)} clips{', not all paired' if unpaired else ''})")
+        if b_value == c_value:
+            return check(PASS, "+0", "no change")
+        point, why = c_value - b_value, "no per-clip values; point estimate"
+        if math.isinf(point):
+            verdict = infinite_verdict(int(point > 0), int(point < 0), 1, rule.higher_is_better)
+            return check(FAIL if is_worse(verdict) else PASS, _fmt(point),
+                         ("regression: " if is_worse(verdict) else "") + f"{verdict}; {why}")
     outcome = FAIL if sign * point < -tol else PASS
-    return Check(outcome, "quality", subject, metric, _fmt(b_value), _fmt(c_value),
-                 f"{point:+.4g}", tolerance, ("regression; " if outcome == FAIL else "") + why)
+    return check(outcome, f"{point:+.4g}", ("regression; " if outcome == FAIL else "") + why)
 
 
 def _spread_slack(base_latency: Mapping[str, Any] | None,
@@ -484,7 +551,8 @@ def _spread_slack(base_latency: Mapping[str, Any] | None,
 
 
 def _ratio_check(key: tuple[str, ...], base: Mapping[str, Any], cur: Mapping[str, Any],
-                 rule: MetricRule, machine: _MachineFactor, slack: float) -> Check:
+                 rule: MetricRule, machine: _MachineFactor, slack: float,
+                 min_repeats: int = 1) -> Check:
     """Ratio-judged metrics (timings, memory).
 
     Timings (normalised): the ratio is divided by the machine factor, and the timing
@@ -501,6 +569,11 @@ def _ratio_check(key: tuple[str, ...], base: Mapping[str, Any], cur: Mapping[str
                      tolerance, "ratio undefined (zero or non-finite baseline)")
     ratio = c_value / b_value
     exponent = TIMING_EXPONENT.get(metric, 0)
+    repeats = min(_repeats(base), _repeats(cur))
+    if exponent and repeats < min_repeats:
+        return Check(WARN, "efficiency", subject, metric, _fmt(b_value), _fmt(c_value),
+                     f"{ratio:.3f}× raw", tolerance, f"not gated: no spread ({repeats:g} "
+                     f"repeat{'s' if repeats != 1 else ''}; min_repeats = {min_repeats})")
     how = "raw ratio"
     judged = ratio
     if rule.normalise == "reference":
@@ -533,6 +606,14 @@ def _ratio_check(key: tuple[str, ...], base: Mapping[str, Any], cur: Mapping[str
                  tolerance, how)
 
 
+def _repeats(row: Mapping[str, Any]) -> float:
+    try:
+        n = float(row.get("n"))
+    except (TypeError, ValueError):
+        return math.inf  # not recorded: do not hold it against the row
+    return n if math.isfinite(n) else math.inf
+
+
 def gate_runs(baseline: RunData, current: RunData, rules: GateRules = DEFAULT_RULES
               ) -> GateReport:
     """Judge every baseline row against the current run (see the module doc)."""
@@ -540,7 +621,7 @@ def gate_runs(baseline: RunData, current: RunData, rules: GateRules = DEFAULT_RU
     cur_rows = _prepared(current.results)
     base_index, cur_index = _index(base_rows, rules), _index(cur_rows, rules)
     cur_failed = _failed_cells(cur_rows)
-    deltas = _clip_deltas(baseline, current, rules)
+    deltas, unpaired = _clip_deltas(baseline, current, rules)
     machine = _MachineFactor(base_rows, cur_rows, rules.reference, rules.min_reference_s)
     checks: list[Check] = []
     unruled: set[str] = set()
@@ -550,6 +631,9 @@ def gate_runs(baseline: RunData, current: RunData, rules: GateRules = DEFAULT_RU
         cur = cur_index.get(key)
         if cur is None:
             failed = cur_failed.get(_cell_identity(base))
+            phase = cur_index.get((*key[:-1], "latency_s")) if key[0] == "efficiency" else None
+            if failed is None and phase is not None and phase["status"] != "ok":
+                failed = phase  # the phase failed: it wrote one latency row for all metrics
             if failed is not None:
                 cur = {**base, "status": failed["status"], "message": failed["message"],
                        "value": math.nan, "protocol": base["protocol"]}
@@ -580,12 +664,14 @@ def gate_runs(baseline: RunData, current: RunData, rules: GateRules = DEFAULT_RU
             unruled.add(metric)
             continue
         if key[0] == "quality":
-            checks.append(_quality_check(key, base, cur, rule, deltas.get(key)))
+            checks.append(_quality_check(key, base, cur, rule, deltas.get(key), rules,
+                                         key[:-1] in unpaired))
         else:
             latency_key = (*key[:-1], "latency_s")
             slack = (_spread_slack(base_index.get(latency_key), cur_index.get(latency_key))
                      if rules.timing_spread else 1.0)
-            checks.append(_ratio_check(key, base, cur, rule, machine, slack))
+            checks.append(_ratio_check(key, base, cur, rule, machine, slack,
+                                       rules.min_repeats))
         if base["weights"] != cur["weights"] and base["weights"] not in ("", "none"):
             checks.append(Check(INFO, "weights", subject, metric, base["weights"][:12],
                                 cur["weights"][:12], message="weights differ"))
@@ -594,9 +680,12 @@ def gate_runs(baseline: RunData, current: RunData, rules: GateRules = DEFAULT_RU
             outcome = INFO if rules.allow_new else FAIL
             checks.append(Check(outcome, "new", _subject(key), str(cur["metric"]), "absent",
                                 _fmt(float(cur["value"])), message="not in the baseline"))
-    if unruled:
-        checks.append(Check(INFO, "rules", "all cells", ", ".join(sorted(unruled)),
-                            message="no rule for these metrics: not gated"))
+    for metric in sorted(unruled):
+        why = rules.informational.get(metric)
+        checks.append(Check(INFO if why else WARN, "rules", "all cells", metric,
+                            message=f"informational, not gated: {why}" if why else
+                            "no rule for this metric: not gated (add one, or list it under "
+                            "informational with the reason)"))
     devices = (sorted(set(base_rows.device) - {""}), sorted(set(cur_rows.device) - {""}))
     if devices[0] != devices[1]:
         checks.append(Check(INFO, "device", "run", "", ", ".join(devices[0]),

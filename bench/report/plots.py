@@ -29,16 +29,12 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLocator
 
+from vae_bench.metric_info import metric_info
+
 log = logging.getLogger(__name__)
 
 #: Quality metrics in the order their panels appear; other quality metrics follow, sorted.
 QUALITY_ORDER: tuple[str, ...] = ("psnr", "psnr_clip", "ssim", "lpips")
-QUALITY_LABELS: dict[str, str] = {
-    "psnr": "PSNR (dB, per frame, mean) ↑",
-    "psnr_clip": "PSNR (dB, per clip) ↑",
-    "ssim": "SSIM ↑",
-    "lpips": "LPIPS ↓",
-}
 #: Phases drawn in the throughput and memory figures.
 PLOT_PHASES: tuple[str, ...] = ("encode", "decode")
 THROUGHPUT_METRIC = "frames_per_s"
@@ -344,7 +340,8 @@ def _quality_panels(q: pd.DataFrame) -> list[_Panel]:
     ordered = [m for m in QUALITY_ORDER if m in present] + sorted(
         m for m in present if m not in QUALITY_ORDER
     )
-    return [_Panel(m, QUALITY_LABELS.get(m, m), q[q["metric"] == m], logy=False) for m in ordered]
+    return [_Panel(m, metric_info(m).axis_label(), q[q["metric"] == m], logy=False)
+            for m in ordered]
 
 
 def _phase_panels(rows: pd.DataFrame, what: str, ylabel: str) -> list[_Panel]:

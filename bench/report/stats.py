@@ -79,7 +79,7 @@ def bootstrap_mean_ci(
 
     ``method`` ``"bca"`` (bias-corrected and accelerated, default: close to nominal
     coverage even for skewed deltas and a few dozen clips) or ``"percentile"``. Values
-    must be finite: map infinities first (see :func:`paired_deltas`).
+    must be finite (:func:`paired_deltas` sets infinite differences apart).
 
     ``expand`` widens the nominal levels as Hesterberg's expanded percentile interval
     does (normal quantile -> ``sqrt(n / (n - 1))`` times Student-t quantile): plain
@@ -121,25 +121,35 @@ def bootstrap_mean_ci(
     return BootstrapCI(estimate, float(low), float(high), n, confidence, method, n_resamples)
 
 
-def paired_deltas(
-    baseline: np.ndarray, candidate: np.ndarray, *, cap: float | None = None
-) -> np.ndarray:
-    """``candidate - baseline`` per pair, infinities handled by the metric's convention.
+@dataclass(frozen=True)
+class PairedDeltas:
+    """``candidate - baseline`` per pair, split into what can be averaged and what not.
 
-    PSNR is infinite for a perfect reconstruction; the official video-VAE evaluation
-    caps it (``inf -> 100`` dB), which is what ``cap`` does here (values above it are
-    clipped to it, so two perfect clips differ by 0). Without a cap, a non-finite value
-    raises: a delta of ``inf`` cannot be averaged.
+    ``deltas``: the finite differences; equal values give 0, infinite ones included (a
+    perfect clip on both sides is no change). ``up``/``down``: pairs whose difference is
+    ``+inf``/``-inf`` because one side only is infinite (e.g. a reconstruction that was
+    lossless, PSNR ``inf``, and no longer is): no mean can hold them, so they are
+    counted, and a verdict names them.
     """
+
+    deltas: np.ndarray
+    up: int = 0
+    down: int = 0
+
+    @property
+    def n(self) -> int:
+        return len(self.deltas) + self.up + self.down
+
+
+def paired_deltas(baseline: np.ndarray, candidate: np.ndarray) -> PairedDeltas:
+    """Per-pair ``candidate - baseline`` (see :class:`PairedDeltas`); NaN is an error."""
     a = np.asarray(baseline, dtype=np.float64)
     b = np.asarray(candidate, dtype=np.float64)
     if a.shape != b.shape:
         raise ValueError(f"paired arrays differ in shape: {a.shape} vs {b.shape}")
     if np.isnan(a).any() or np.isnan(b).any():
         raise ValueError("paired values contain NaN; drop clips that were not evaluated")
-    if cap is not None:
-        a = np.minimum(a, cap)
-        b = np.minimum(b, cap)
-    if not (np.isfinite(a).all() and np.isfinite(b).all()):
-        raise ValueError("paired values contain inf and the metric has no cap")
-    return b - a
+    with np.errstate(invalid="ignore"):
+        diff = np.where(a == b, 0.0, b - a)
+    finite = np.isfinite(diff)
+    return PairedDeltas(diff[finite], int((diff == np.inf).sum()), int((diff == -np.inf).sum()))

@@ -15,9 +15,9 @@ precision is bold too (a reader cannot tell them apart, so neither does the tabl
 from __future__ import annotations
 
 import argparse
-import io
 import math
 import os
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -26,7 +26,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-FORMATS = ("md", "latex", "csv")
+from vae_bench.metric_info import MetricInfo, metric_info
+from vae_bench.report.table_formats import FORMATS, notes_text, render
+
 MISSING = "—"
 STATUS_TEXT = {
     "oom": "OOM",
@@ -43,62 +45,11 @@ class TableError(ValueError):
 
 # --------------------------------------------------------------------------- metrics
 
-
-@dataclass(frozen=True)
-class MetricInfo:
-    """How a metric reads: label, unit, which way is better, printed precision.
-
-    ``higher_is_better`` is ``None`` for descriptive columns (no arrow, never bold).
-    ``decimals`` ``None`` chooses the precision per column (three significant digits of
-    its smallest value). ``cap`` maps ``+inf`` for paired statistics (PSNR of a perfect
-    reconstruction; the official evaluation uses 100 dB). ``scale`` converts the stored
-    value into the displayed ``unit``.
-    """
-
-    name: str
-    label: str
-    unit: str = ""
-    higher_is_better: bool | None = True
-    decimals: int | None = 2
-    cap: float | None = None
-    scale: float = 1.0
-
-    @property
-    def arrow(self) -> str:
-        return {True: "↑", False: "↓", None: ""}[self.higher_is_better]
-
-
-METRICS: dict[str, MetricInfo] = {
-    m.name: m
-    for m in (
-        MetricInfo("psnr", "PSNR", "dB", True, 2, cap=100.0),
-        MetricInfo("psnr_clip", "PSNR-clip", "dB", True, 2, cap=100.0),
-        MetricInfo("ssim", "SSIM", "", True, 4),
-        MetricInfo("lpips", "LPIPS", "", False, 4),
-        MetricInfo("rfvd", "rFVD", "", False, 1),
-        MetricInfo("fvd", "rFVD", "", False, 1),
-        MetricInfo("latency_s", "Latency", "s", False, None),
-        MetricInfo("frames_per_s", "Throughput", "frames/s", True, None),
-        MetricInfo("clips_per_s", "Throughput", "clips/s", True, None),
-        MetricInfo("peak_allocated_mb", "Memory", "MiB", False, None),
-        MetricInfo("peak_reserved_mb", "Memory (reserved)", "MiB", False, None),
-        MetricInfo("nvml_used_mb", "Memory (NVML)", "MiB", False, None),
-        MetricInfo("peak_rss_mb", "Memory (RSS)", "MiB", False, None),
-        MetricInfo("params", "Params", "M", None, None, scale=1e-6),
-        MetricInfo("latent_channels", "Latent ch.", "", None, 0),
-    )
-}
-
 #: Names a layout may use for "whichever of these the run has", first present wins.
 ALIASES: dict[str, tuple[str, ...]] = {
     "memory": ("peak_allocated_mb", "peak_rss_mb"),
     "fvd": ("rfvd", "fvd"),
 }
-
-
-def metric_info(name: str) -> MetricInfo:
-    """Known metrics by name; an unknown one gets a neutral entry (no direction)."""
-    return METRICS.get(name, MetricInfo(name, name, "", None, None))
 
 
 # --------------------------------------------------------------------------- layouts
@@ -581,6 +532,27 @@ def _expand(layout: Layout, datasets: Sequence[str],
     return out
 
 
+def _nothing_to_show(layout: Layout, sources: set[str], everything: pd.DataFrame,
+                     options: TableOptions) -> str:
+    """Why a layout has no cells, with the settings its kinds of cells do have."""
+    kinds = [k for k in ("quality", "efficiency") if k in sources]
+    chosen = ", ".join(f"{k}={v}" for k, v in (("dtype", options.dtype),
+                                               ("mode", options.mode)) if v)
+    if options.models:
+        chosen += f"{', ' if chosen else ''}models {' '.join(options.models)}"
+    present = []
+    for kind in kinds:
+        rows = everything[everything.kind == kind]
+        if rows.empty:
+            present.append(f"no {kind} cells at all")
+            continue
+        present.append(f"{kind} cells have mode {', '.join(sorted(set(rows['mode'])))}; "
+                       f"dtype {', '.join(sorted(set(rows.dtype)))}; "
+                       f"models {', '.join(sorted(set(rows.model)))}")
+    return (f"layout {layout.name}: no {' or '.join(kinds)} cells"
+            f"{f' with {chosen}' if chosen else ''}; present: {'; '.join(present)}")
+
+
 def build_table(results: pd.DataFrame, layout: str | Layout = "wf-vae",
                 options: TableOptions | None = None) -> Table:
     """Build ``layout`` from a results table (``vae_bench.results.read_results``)."""
@@ -621,8 +593,7 @@ def build_table(results: pd.DataFrame, layout: str | Layout = "wf-vae",
     e_point = _pick_point(efficiency, "efficiency", options) if "efficiency" in sources else None
     quality, efficiency = _at(quality, q_point), _at(efficiency, e_point)
     if q_point is None and e_point is None:
-        raise TableError(f"layout {layout.name}: the results hold none of its cells "
-                         "(quality or efficiency rows)")
+        raise TableError(_nothing_to_show(layout, sources, _clean(results), options))
     quality, efficiency = _row_keys(quality, efficiency, notes)
 
     key_cols = ["model", "row_weights", "dtype", "mode"]
@@ -796,125 +767,6 @@ def _footnote(quality: pd.DataFrame, efficiency: pd.DataFrame,
     return notes
 
 
-# ------------------------------------------------------------------------ renderers
-
-
-def _md_escape(text: str) -> str:
-    return text.replace("|", "\\|")
-
-
-def to_markdown(table: Table) -> str:
-    """GitHub-flavoured Markdown; the notes follow as a list."""
-    grouped = table.grouped
-    headers = ["Model"] + [
-        _md_escape(f"{c.group} · {c.header()}" if grouped and c.group else c.header())
-        for c in table.columns
-    ]
-    lines = ["| " + " | ".join(headers) + " |",
-             "| " + " | ".join([":---"] + ["---:"] * len(table.columns)) + " |"]
-    for label, row in zip(table.row_labels, table.cells, strict=True):
-        texts = []
-        for cell in row:
-            text = f"**{cell.text}**" if cell.best else cell.text
-            texts.append(f"{text} ± {cell.ci_text}" if cell.ci_text else text)
-        lines.append("| " + " | ".join([_md_escape(label), *texts]) + " |")
-    lines.append("")
-    lines += [f"- {_md_escape(note)}" for note in table.notes]
-    return "\n".join(lines) + "\n"
-
-
-_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
-                  "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
-                  "^": r"\textasciicircum{}", "↑": r"$\uparrow$", "↓": r"$\downarrow$",
-                  "∞": r"$\infty$", "±": r"$\pm$", "—": "---", "–": "--", "·": r"$\cdot$",
-                  "×": r"$\times$", "Δ": r"$\Delta$", "÷": r"$\div$",
-                  "−": "$-$"}  # fmt: skip
-
-
-def latex_escape(text: str) -> str:
-    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
-
-
-def to_latex(table: Table) -> str:
-    """A ``table`` float with a booktabs ``tabular``; the notes below it, small."""
-    n = len(table.columns)
-    out = ["% vae-bench table; needs \\usepackage{booktabs}",
-           "\\begin{table}[t]", "\\centering", "\\small",
-           f"\\begin{{tabular}}{{l{'r' * n}}}", "\\toprule"]
-    if table.grouped:
-        heads, rules, start = [""], [], 2
-        for name, span in table.groups:
-            heads.append(f"\\multicolumn{{{span}}}{{c}}{{{latex_escape(name)}}}" if name
-                         else " & ".join([""] * span))
-            if name:
-                rules.append(f"\\cmidrule(lr){{{start}-{start + span - 1}}}")
-            start += span
-        out.append(" & ".join(heads) + " \\\\")
-        out.append(" ".join(rules))
-    out.append(" & ".join(["Model"] + [latex_escape(c.header()) for c in table.columns])
-               + " \\\\")
-    out.append("\\midrule")
-    for label, row in zip(table.row_labels, table.cells, strict=True):
-        texts = []
-        for cell in row:
-            text = latex_escape(cell.text)
-            if cell.best:
-                text = f"\\textbf{{{text}}}"
-            if cell.ci_text:
-                text += f"\\,{{\\scriptsize$\\pm${latex_escape(cell.ci_text)}}}"
-            texts.append(text)
-        out.append(" & ".join([latex_escape(label), *texts]) + " \\\\")
-    out += ["\\bottomrule", "\\end{tabular}"]
-    if table.notes:
-        out.append("\\par\\vspace{2pt}")
-        out.append("{\\footnotesize\\raggedright")
-        out += [latex_escape(note) + "\\\\" for note in table.notes[:-1]]
-        out.append(latex_escape(table.notes[-1]) + "\\par}")
-    out.append("\\end{table}")
-    return "\n".join(out) + "\n"
-
-
-def _plain(value: float) -> float:
-    """Ten significant digits: drops binary noise such as ``120.39999999999999``."""
-    return float(f"{value:.10g}")
-
-
-def to_csv(table: Table) -> str:
-    """Numbers in display units (not rounded), statuses as text; notes as ``#`` lines.
-
-    Read it back with ``pandas.read_csv(path, comment="#")``.
-    """
-    data: dict[str, list[object]] = {"model": list(table.row_labels)}
-    for j, column in enumerate(table.columns):
-        name = f"{column.group} {column.header()}".strip()
-        values: list[object] = []
-        lows: list[object] = []
-        highs: list[object] = []
-        for row in table.cells:
-            cell = row[j]
-            values.append(_plain(cell.value) if cell.status == "ok" else cell.text)
-            lows.append(_plain(cell.ci_low) if cell.ci_text else "")
-            highs.append(_plain(cell.ci_high) if cell.ci_text else "")
-        data[name] = values
-        if any(v != "" for v in lows):
-            data[f"{name} ci_low"] = lows
-            data[f"{name} ci_high"] = highs
-    buffer = io.StringIO()
-    pd.DataFrame(data).to_csv(buffer, index=False, lineterminator="\n")
-    for note in table.notes:
-        buffer.write(f"# {note}\n")
-    return buffer.getvalue()
-
-
-RENDERERS = {"md": to_markdown, "latex": to_latex, "csv": to_csv}
-
-
-def render(table: Table, fmt: str = "md") -> str:
-    if fmt not in RENDERERS:
-        raise TableError(f"format {fmt!r} unknown; allowed: {', '.join(FORMATS)}")
-    return RENDERERS[fmt](table)
-
-
 # ------------------------------------------------------------------------ command
 
 
@@ -936,7 +788,10 @@ def make_table(
     output: str | Path | None = None,
     published: str | None = None,
 ) -> str:
-    """``vae-bench table``: read a run (directory or results.csv), render, optionally write."""
+    """``vae-bench table``: read a run (directory or results.csv), render, optionally write.
+
+    A CSV table's footnotes go to :func:`csv_notes_path` beside ``output``, or to stderr.
+    """
     from vae_bench.results import read_results
 
     if fmt not in FORMATS:
@@ -964,7 +819,17 @@ def make_table(
         from vae_bench.results import atomic_write_text
 
         atomic_write_text(Path(output), text)
+        if fmt == "csv":  # the CSV stays machine-readable: its footnotes go beside it
+            atomic_write_text(csv_notes_path(output), notes_text(table))
+    elif fmt == "csv":
+        print(notes_text(table), end="", file=sys.stderr)  # stdout stays pure CSV
     return text
+
+
+def csv_notes_path(output: str | Path) -> Path:
+    """``table.csv`` -> ``table.notes.txt``: where a CSV table's footnotes go."""
+    path = Path(output)
+    return path.with_name(f"{path.stem}.notes.txt")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
