@@ -173,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "styleganv-i3d), hf://org/repo[/subfolder][@revision] or https:// URLs")
     p.add_argument("--all", action="store_true", help="every preset with a release, and --metrics")
     p.add_argument("--metrics", action="store_true",
-                   help="the metric networks: LPIPS AlexNet and VGG, both I3Ds")
+                   help="the metric networks: LPIPS AlexNet and VGG, both I3Ds, the FID Inception")
     p.add_argument("--list", action="store_true",
                    help="show every source, its files, hashes and whether it is cached")
     p.add_argument("--offline", action="store_true",

@@ -156,6 +156,21 @@ def _torch_hub_folder() -> Path:
     return backbone_weights_path("alex").parent
 
 
+def _fid_source() -> Source:
+    from vae_bench.metrics.rfid import WEIGHTS_FILE, WEIGHTS_URL
+
+    return Source(
+        URL, WEIGHTS_URL, files=(WEIGHTS_FILE,), revision="",
+        note="torch-fidelity's release asset; no sha256 published (the fetched one is recorded)",
+    )  # fmt: skip
+
+
+def _fid_folder() -> Path:
+    from vae_bench.metrics.rfid import weights_candidates
+
+    return weights_candidates()[0].parent
+
+
 def _fvd_folder() -> Path:
     from vae_bench.fvd.cache import cache_dir
 
@@ -190,9 +205,13 @@ METRIC_NETWORKS: dict[str, MetricNetwork] = {
                       lambda: STYLEGANV_I3D, _fvd_folder),
         MetricNetwork("videogpt-i3d", "rFVD I3D, VideoGPT/pytorch-i3d (i3d_pretrained_400.pt)",
                       lambda: VIDEOGPT_I3D, _fvd_folder),
+        MetricNetwork("inception-fid", "rFID Inception v3 (torch-fidelity's 2015-12-05 port)",
+                      _fid_source, _fid_folder),
     )
 }  # fmt: skip
-DEFAULT_METRICS = ("lpips-alex", "lpips-vgg", "styleganv-i3d", "videogpt-i3d")
+DEFAULT_METRICS = (
+    "lpips-alex", "lpips-vgg", "styleganv-i3d", "videogpt-i3d", "inception-fid",
+)  # fmt: skip
 
 
 def lpips_network(net: str) -> MetricNetwork:

@@ -7,9 +7,9 @@ torchmetrics' ``FrechetInceptionDistance`` on torch-fidelity's port of the TF In
 (2048-d pool features, the network most FID numbers use), fed 8-bit frames as a saved
 reconstruction would be. Its states are float64 sums, so shards merge exactly.
 
-The Inception weights are looked up, never downloaded here: ``weights`` if given, else
-``$VAE_BENCH_CACHE/fid/``, else torch.hub's checkpoint cache (where torch-fidelity would
-have put them).
+The Inception weights are looked up, never downloaded here (``vae-bench fetch
+inception-fid`` does that): ``weights`` if given, else ``$VAE_BENCH_CACHE/fid/``, else
+torch.hub's checkpoint cache (where torch-fidelity would have put them).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def find_weights(weights: str | Path | None = None) -> Path:
             return path
     raise MetricUnavailable(
         f"rFID needs the Inception weights {WEIGHTS_FILE} ({WEIGHTS_URL}); not found at "
-        f"{' or '.join(map(str, places))}"
+        f"{' or '.join(map(str, places))}; run `vae-bench fetch inception-fid`"
     )
 
 
