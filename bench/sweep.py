@@ -63,6 +63,8 @@ class QualitySettings:
     fvd_weights: str | None = None  # None: the cache dir; a path; "random"
     fvd_missing: str = "error"  # error | random | skip (when the weights file is absent)
     fvd_protocol: str = "rfvd"  # rfvd | rfvd-legacy-batch
+    samples: int = 2  # clips per cell kept as pictures (vae_bench.samples); 0: none
+    sample_video: bool = False  # also an MP4 of each kept clip
 
 
 @dataclass(frozen=True)
@@ -199,11 +201,11 @@ def _settings(source: str, key: str, data: Any, cls: type) -> Any:
     allowed = set(cls.__dataclass_fields__)
     _check_keys(source, key, data, allowed)
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-    for name in ("warmup", "repeats", "batch_size", "max_clips", "seed"):
+    for name in ("warmup", "repeats", "batch_size", "max_clips", "seed", "samples"):
         value = values.get(name)
         if value is None:
             continue
-        if name not in ("warmup", "seed"):
+        if name not in ("warmup", "seed", "samples"):
             _positive_int(source, f"{key}.{name}", value)
         elif isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise _fail(source, f"{key}.{name}", f"must be an integer >= 0, got {value!r}")
@@ -214,6 +216,8 @@ def _settings(source: str, key: str, data: Any, cls: type) -> Any:
     for name in ("lpips_net", "lpips_missing", "fvd_extractor", "fvd_missing", "fvd_protocol"):
         if name in values:
             _typed(source, f"{key}.{name}", values[name], str, "a string")
+    if "sample_video" in values:
+        _typed(source, f"{key}.sample_video", values["sample_video"], bool, "true or false")
     if values.get("fvd_weights") is not None:
         _typed(source, f"{key}.fvd_weights", values["fvd_weights"], str,
                "a path, 'random' or absent (the cache directory)")  # fmt: skip
