@@ -30,6 +30,7 @@ from vae_bench.report.plots import (
     figure_legend,
     left_out,
     new_figure,
+    plain_log_labels,
 )
 from vae_bench.report.style import Identity, footer
 
@@ -118,6 +119,7 @@ def quality_vs_throughput(df: pd.DataFrame, out_dir: Path, identity: Identity) -
                                              linestyle="", markersize=9))  # fmt: skip
         ax.set_xscale("log")
         ax.margins(x=0.25, y=0.2)
+        plain_log_labels(ax, "x")
         ax.set_title(METRICS[metric])
         ax.set_xlabel("encode throughput (clips / s, log)")
         ax.set_ylabel(METRICS[metric])

@@ -232,14 +232,15 @@ def _set_x_ticks(ax: Axes, data: pd.DataFrame, x: str) -> None:
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
-def _plain_log_labels(ax: Axes) -> None:
-    """Label a log y axis ``200``, ``1e+04`` rather than ``2x10^2``, at 1-2-5 steps when it
+def plain_log_labels(ax: Axes, axis: str = "y") -> None:
+    """Label a log axis ``200``, ``1e+04`` rather than ``2x10^2``, at 1-2-5 steps when it
     spans few decades (a single labelled decade would leave the reader guessing)."""
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
-    ax.yaxis.set_minor_formatter(NullFormatter())
-    lo, hi = ax.get_ylim()
+    which = ax.yaxis if axis == "y" else ax.xaxis
+    which.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+    which.set_minor_formatter(NullFormatter())
+    lo, hi = ax.get_ylim() if axis == "y" else ax.get_xlim()
     if lo > 0 and math.log10(hi / lo) <= 3:
-        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        which.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
 
 
 def drawable(values: pd.Series, logy: bool = False) -> np.ndarray:
@@ -291,7 +292,7 @@ def _draw_panel(
     ax.set_xscale("log")
     if panel.logy:
         ax.set_yscale("log")
-        _plain_log_labels(ax)
+        plain_log_labels(ax)
     _set_x_ticks(ax, data, x)
     ax.set_title(panel.title)
     ax.set_ylabel(panel.ylabel)
@@ -398,7 +399,7 @@ def plot_run(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     df = _ok_rows(results)
-    identity = Identity.of(df, frames)
+    identity = Identity.of(results, frames)  # all rows: a failed cell changes no colour
     quality = df[df["kind"] == "quality"]
     eff = df[df["kind"] == "efficiency"]
     kinds = {

@@ -104,8 +104,9 @@ def series_label(model: str, settings: dict[str, str] | None = None) -> str:
 def footer(fig: Figure, lines: Iterable[str]) -> None:
     """Notes under the figure, wrapped to its width so none runs off the image.
 
-    Placed below the axes (``va="top"`` at y=0); :func:`~vae_bench.report.plots._save`
-    crops to the drawn content, which includes it.
+    Placed under everything already drawn (axes, legend), which the figure's layout
+    has settled; :func:`~vae_bench.report.plots._save` crops to the drawn content, which
+    includes it.
     """
     text = [line for line in lines if line]
     if not text:
@@ -113,4 +114,6 @@ def footer(fig: Figure, lines: Iterable[str]) -> None:
     size = 9.0
     chars = max(40, int(fig.get_figwidth() * 72 / (size * 0.55)))
     wrapped = "\n".join(textwrap.fill(line, chars, subsequent_indent="  ") for line in text)
-    fig.text(0.01, 0.0, wrapped, ha="left", va="top", fontsize=size, color="#444444")
+    fig.canvas.draw_without_rendering()
+    bottom = min(0.0, fig.get_tightbbox().y0 / fig.get_figheight())
+    fig.text(0.01, bottom - 0.01, wrapped, ha="left", va="top", fontsize=size, color="#444444")

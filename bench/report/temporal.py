@@ -233,7 +233,7 @@ def plot_temporal(
     out_dir.mkdir(parents=True, exist_ok=True)
     quality = _ok_rows(results)
     quality = quality[quality["kind"] == "quality"]
-    identity = identity or Identity.of(quality, frames)
+    identity = identity or Identity.of(results, frames)
     written: list[Path] = []
     with matplotlib.rc_context(RC):
         if frames is not None and len(frames):
