@@ -32,7 +32,7 @@ from vae_bench.report.plots import (
     new_figure,
     plain_log_labels,
 )
-from vae_bench.report.style import Identity, footer
+from vae_bench.report.style import Identity, footer, series_label
 
 #: Quality metrics of the paper figures, with their axis labels.
 METRICS: dict[str, str] = {"psnr": "PSNR (dB) ↑", "ssim": "SSIM ↑", "lpips": "LPIPS ↓"}
@@ -105,6 +105,7 @@ def quality_vs_throughput(df: pd.DataFrame, out_dir: Path, identity: Identity) -
     fig, axes = new_figure(len(metrics), "Quality vs encode throughput (bubble area = encode "
                            f"peak memory), T x H x W {', '.join(sizes)}")  # fmt: skip
     handles: dict[str, object] = {}
+    several_modes = pairs["mode"].nunique() > 1
     for ax, metric in zip(axes, metrics, strict=True):
         part = pairs[pairs["metric"] == metric].sort_values(["model", "mode", "dtype"])
         for row in part.itertuples():
@@ -114,7 +115,7 @@ def quality_vs_throughput(df: pd.DataFrame, out_dir: Path, identity: Identity) -
                        edgecolors="#222222", linewidths=0.8)  # fmt: skip
             ax.annotate(_mb(row.memory), (row.throughput, row.value), fontsize=8,
                         xytext=(6, 6), textcoords="offset points", color="#333333")  # fmt: skip
-            label = row.model if row.mode == "full" else f"{row.model} ({row.mode})"
+            label = series_label(row.model, {"mode": row.mode} if several_modes else {})
             handles.setdefault(label, Line2D([], [], color=look.colour, marker=look.marker,
                                              linestyle="", markersize=9))  # fmt: skip
         ax.set_xscale("log")

@@ -114,6 +114,6 @@ def footer(fig: Figure, lines: Iterable[str]) -> None:
     size = 9.0
     chars = max(40, int(fig.get_figwidth() * 72 / (size * 0.55)))
     wrapped = "\n".join(textwrap.fill(line, chars, subsequent_indent="  ") for line in text)
-    fig.canvas.draw_without_rendering()
+    fig.draw_without_rendering()
     bottom = min(0.0, fig.get_tightbbox().y0 / fig.get_figheight())
     fig.text(0.01, bottom - 0.01, wrapped, ha="left", va="top", fontsize=size, color="#444444")
