@@ -141,7 +141,6 @@ def test_only_ok_rows_are_drawn(tmp_path: Path) -> None:
     rows = _only(pd.concat([ok, oom], ignore_index=True), "efficiency", "frames_per_s")
     paths = plot_run(rows, tmp_path)
     _check_files(paths, tmp_path, ["throughput_vs_resolution", "throughput_vs_clip_length"])
-    assert "good" in _svg_text(tmp_path / "throughput_vs_clip_length.svg")
     text = _svg_text(tmp_path / "throughput_vs_resolution.svg")
     assert "good" in text and "broken" not in text
 
@@ -162,7 +161,6 @@ def test_quality_only(tmp_path: Path) -> None:
     df = make_results(models=("m",), sizes=((64, 64), (128, 128)), frames=(5, 9))
     paths = plot_run(_only(df, "quality"), tmp_path)
     _check_files(paths, tmp_path, ["quality_vs_resolution", "quality_vs_clip_length"])
-    assert "m" in _svg_text(tmp_path / "quality_vs_resolution.svg")
 
 
 def test_infinite_psnr_is_noted_not_drawn(tmp_path: Path) -> None:
