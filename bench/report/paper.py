@@ -178,7 +178,7 @@ def modes_compared(df: pd.DataFrame, out_dir: Path, identity: Identity) -> list[
         ax.grid(True, axis="y", alpha=0.3)
     handles = {m: Patch(facecolor="white", edgecolor="#222222", hatch=identity.mode(m).hatch)
                for m in modes}  # fmt: skip
-    figure_legend(fig, handles, title="inference mode (bar colour: model)")
+    figure_legend(fig, handles, "inference mode (bar colour: model)")
     footer(fig, notes)
     return _save(fig, out_dir, "modes_compared")
 

@@ -42,7 +42,12 @@ QUALITY_LABELS: dict[str, str] = {
     "psnr_clip": "PSNR (dB, per clip) ↑",
     "ssim": "SSIM ↑",
     "lpips": "LPIPS ↓",
+    "flicker": "flicker ↓",
+    "rfvd": "rFVD ↓",
+    "psnr_vs_full": "PSNR vs full inference (dB) ↑",
 }
+#: Quality metrics with figures of their own (``seams``), left out of ``quality_vs_*``.
+OWN_FIGURE: tuple[str, ...] = ("seam_psnr_drop", "seam_discontinuity")
 #: Phases drawn in the throughput and memory figures.
 PLOT_PHASES: tuple[str, ...] = ("encode", "decode")
 THROUGHPUT_METRIC = "frames_per_s"
@@ -305,34 +310,40 @@ def _save(fig: Figure, out_dir: Path, name: str) -> list[Path]:
     for fmt in FORMATS:
         path = out_dir / f"{name}.{fmt}"
         # No dates or random ids in the files, so an unchanged run gives unchanged figures;
-        # SVG text stays text, editable and searchable. The tight box takes in the footer.
+        # SVG text stays text, editable and searchable.
         metadata = {"Date": None} if fmt == "svg" else {"Software": None}
         with matplotlib.rc_context({"svg.hashsalt": "vae-bench", "svg.fonttype": "none"}):
-            fig.savefig(path, format=fmt, dpi=DPI, metadata=metadata, bbox_inches="tight",
-                        pad_inches=0.12)  # fmt: skip
+            fig.savefig(path, format=fmt, dpi=DPI, metadata=metadata)
         paths.append(path)
     return paths
 
 
 def new_figure(n_panels: int, title: str) -> tuple[Figure, list[Axes]]:
-    """A figure of ``n_panels`` axes, two per row, sized for a README column."""
+    """A figure of ``n_panels`` axes, two per row, sized for a README column. The title
+    is kept as the figure's label and drawn by :func:`figure_legend`."""
     ncols = min(n_panels, 2)
     nrows = math.ceil(n_panels / ncols)
     fig = Figure(figsize=(PANEL_SIZE[0] * ncols, PANEL_SIZE[1] * nrows + 0.8),
                  layout="constrained")  # fmt: skip
     FigureCanvasAgg(fig)
+    fig.set_label(title)
     axes = list(fig.subplots(nrows, ncols, squeeze=False).ravel())
     for ax in axes[n_panels:]:
         ax.set_visible(False)
-    fig.suptitle(title)
     return fig, axes[:n_panels]
 
 
-def figure_legend(fig: Figure, handles: dict[str, object], title: str | None = None) -> None:
-    """One legend for all panels, under them (every figure has one)."""
-    if handles:
-        fig.legend(list(handles.values()), list(handles), loc="outside lower center",
-                   ncols=min(len(handles), 3), frameon=False, title=title)  # fmt: skip
+def figure_legend(fig: Figure, handles: dict[str, object], subtitle: str = "") -> None:
+    """One legend for all panels at the top, headed by the figure's title (every figure
+    has one; a separate suptitle would collide with it in the constrained layout, and the
+    bottom is the footer's)."""
+    title = "\n".join(t for t in (fig.get_label(), subtitle) if t)
+    if not handles:
+        fig.suptitle(title)
+        return
+    fig.legend(list(handles.values()), list(handles), loc="outside upper center",
+               ncols=min(len(handles), 3), frameon=False, title=title,
+               title_fontproperties={"size": RC["figure.titlesize"]})  # fmt: skip
 
 
 def _figure(
@@ -346,7 +357,9 @@ def _figure(
         log.info("figure %s skipped: nothing to draw", name)
         return []
     everything = pd.concat([p.data for p in panels])
-    styles = _Styles(everything, _style_keys(everything), identity)
+    # settings that vary within a panel; e.g. each metric's own protocol does not split lines
+    varying = {k for p in panels for k in _style_keys(p.data)}
+    styles = _Styles(everything, [k for k in STYLE_KEYS if k in varying], identity)
     fig, axes = new_figure(len(panels), suptitle)
     handles: dict[str, Line2D] = {}
     for ax, panel in zip(axes, panels, strict=True):
@@ -357,7 +370,7 @@ def _figure(
 
 
 def _quality_panels(q: pd.DataFrame) -> list[_Panel]:
-    present = list(dict.fromkeys(q["metric"].astype(str)))
+    present = [m for m in dict.fromkeys(q["metric"].astype(str)) if m not in OWN_FIGURE]
     ordered = [m for m in QUALITY_ORDER if m in present] + sorted(
         m for m in present if m not in QUALITY_ORDER
     )

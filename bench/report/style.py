@@ -104,9 +104,8 @@ def series_label(model: str, settings: dict[str, str] | None = None) -> str:
 def footer(fig: Figure, lines: Iterable[str]) -> None:
     """Notes under the figure, wrapped to its width so none runs off the image.
 
-    Placed under everything already drawn (axes, legend), which the figure's layout
-    has settled; :func:`~vae_bench.report.plots._save` crops to the drawn content, which
-    includes it.
+    Drawn as the figure's ``supxlabel``, for which the constrained layout keeps room at the
+    very bottom, under the legend, so the notes overlap nothing and stay in the image.
     """
     text = [line for line in lines if line]
     if not text:
@@ -114,6 +113,5 @@ def footer(fig: Figure, lines: Iterable[str]) -> None:
     size = 9.0
     chars = max(40, int(fig.get_figwidth() * 72 / (size * 0.55)))
     wrapped = "\n".join(textwrap.fill(line, chars, subsequent_indent="  ") for line in text)
-    fig.draw_without_rendering()
-    bottom = min(0.0, fig.get_tightbbox().y0 / fig.get_figheight())
-    fig.text(0.01, bottom - 0.01, wrapped, ha="left", va="top", fontsize=size, color="#444444")
+    fig.set_size_inches(fig.get_figwidth(), fig.get_figheight() + (wrapped.count("\n") + 1) * 0.18)
+    fig.supxlabel(wrapped, x=0.01, ha="left", fontsize=size, color="#444444")

@@ -129,7 +129,8 @@ def _bars(ax: Axes, data: pd.DataFrame, x: str, ylabel: str, identity: Identity)
     series = sorted(dict.fromkeys(data["series"]))
     width = 0.8 / max(len(series), 1)
     for i, name in enumerate(series):
-        part = data[data["series"] == name].set_index(x)
+        rows = data[data["series"] == name]
+        part = rows.set_index(x)
         xs = [g for g in groups if g in part.index]
         heights = np.array([float(part.loc[g, "value"]) for g in xs])
         positions = [groups.index(g) - 0.4 + width * (i + 0.5) for g in xs]
@@ -140,7 +141,7 @@ def _bars(ax: Axes, data: pd.DataFrame, x: str, ylabel: str, identity: Identity)
             if np.isfinite(low).all() and np.isfinite(high).all():
                 err = np.abs(np.vstack([heights - low, high - heights]))
         ax.bar(positions, heights, width=width, yerr=err, label=name,
-               **identity.bar(str(part["model"].iloc[0]), _mode(part)))  # fmt: skip
+               **identity.bar(str(rows["model"].iloc[0]), _mode(rows)))  # fmt: skip
     if (data["value"] == 0).all():
         ax.text(0.5, 0.5, "0 for every series shown", transform=ax.transAxes, ha="center",
                 va="center", color="#444444")  # fmt: skip
