@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import textwrap
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -323,8 +324,8 @@ def new_figure(n_panels: int, title: str) -> tuple[Figure, list[Axes]]:
     is kept as the figure's label and drawn by :func:`figure_legend`."""
     ncols = min(n_panels, 2)
     nrows = math.ceil(n_panels / ncols)
-    fig = Figure(figsize=(PANEL_SIZE[0] * ncols, PANEL_SIZE[1] * nrows + 0.8),
-                 layout="constrained")  # fmt: skip
+    width = max(PANEL_SIZE[0] * ncols, 6.4)  # room for the title and legend
+    fig = Figure(figsize=(width, PANEL_SIZE[1] * nrows + 0.8), layout="constrained")
     FigureCanvasAgg(fig)
     fig.set_label(title)
     axes = list(fig.subplots(nrows, ncols, squeeze=False).ravel())
@@ -337,13 +338,15 @@ def figure_legend(fig: Figure, handles: dict[str, object], subtitle: str = "") -
     """One legend for all panels at the top, headed by the figure's title (every figure
     has one; a separate suptitle would collide with it in the constrained layout, and the
     bottom is the footer's)."""
-    title = "\n".join(t for t in (fig.get_label(), subtitle) if t)
+    size = float(RC["figure.titlesize"])  # type: ignore[arg-type]
+    chars = int(fig.get_figwidth() * 72 / (size * 0.6))
+    title = "\n".join(textwrap.fill(t, chars) for t in (fig.get_label(), subtitle) if t)
     if not handles:
         fig.suptitle(title)
         return
     fig.legend(list(handles.values()), list(handles), loc="outside upper center",
                ncols=min(len(handles), 3), frameon=False, title=title,
-               title_fontproperties={"size": RC["figure.titlesize"]})  # fmt: skip
+               title_fontproperties={"size": size})  # fmt: skip
 
 
 def _figure(
