@@ -203,11 +203,11 @@ class _Styles:
     def label(self, model: str, setting: tuple[str, ...]) -> str:
         return series_label(model, dict(zip(self.keys, setting, strict=True)))
 
-    def kwargs(self, model: str, setting: tuple[str, ...]) -> dict[str, object]:
+    def kwargs(self, model: str, setting: tuple[str, ...], mode: str) -> dict[str, object]:
+        """Keywords of a line; ``mode`` is its rows' (also when the figure has one mode)."""
         named = dict(zip(self.keys, setting, strict=True))
         rest = tuple(v for k, v in named.items() if k != "mode")
-        return {**self.identity.line(model, named.get("mode", "full")),
-                "fillstyle": self.fill.get(rest, "full")}  # fmt: skip
+        return {**self.identity.line(model, mode), "fillstyle": self.fill.get(rest, "full")}
 
 
 def _series(
@@ -290,9 +290,9 @@ def _draw_panel(
             )
         points = per_x.mean().sort_index()
         label = styles.label(model, setting)
-        (line,) = ax.plot(
-            points.index.to_numpy(), points.to_numpy(), label=label, **styles.kwargs(model, setting)
-        )
+        mode = str(rows["mode"].iloc[0]) if "mode" in rows.columns else "full"
+        (line,) = ax.plot(points.index.to_numpy(), points.to_numpy(), label=label,
+                          **styles.kwargs(model, setting, mode))  # fmt: skip
         handles.setdefault(label, line)
 
     ax.set_xscale("log")
