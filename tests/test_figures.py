@@ -4,6 +4,7 @@ figure, no empty panel, footers inside the image, and the paper comparisons."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -45,10 +46,8 @@ def _run_rows() -> tuple[pd.DataFrame, pd.DataFrame]:
     return results, pd.DataFrame(frame_rows)
 
 
-@pytest.fixture(scope="module")
-def drawn(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Figure]:
-    """Every figure plot_run saves, by file stem (captured as it is saved)."""
-    results, frames = _run_rows()
+def _saved(draw: Callable[[], object]) -> dict[str, Figure]:
+    """Every figure ``draw`` saves, by file stem (captured as it is saved)."""
     figures: dict[str, Figure] = {}
     original = Figure.savefig
 
@@ -58,8 +57,16 @@ def drawn(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Figure]:
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(Figure, "savefig", capture)
-        plot_run(results, tmp_path_factory.mktemp("identity"), frames=frames)
+        draw()
     return figures
+
+
+@pytest.fixture(scope="module")
+def drawn(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Figure]:
+    """Every figure plot_run saves, by file stem."""
+    results, frames = _run_rows()
+    out = tmp_path_factory.mktemp("identity")
+    return _saved(lambda: plot_run(results, out, frames=frames))
 
 
 def _series_looks(fig: Figure) -> dict[str, tuple[str, object]]:
@@ -184,16 +191,7 @@ def test_a_failed_model_keeps_every_colour(tmp_path: Path) -> None:
     ok = make_results(models=("a", "c"), sizes=((64, 64),), frames=(5,))
     failed = make_results(models=("b",), sizes=((64, 64),), frames=(5,), status="oom")
     results = pd.concat([ok, failed], ignore_index=True)
-    figures: list[Figure] = []
-    original = Figure.savefig
-
-    def capture(self: Figure, fname, *args, **kwargs):
-        figures.append(self)
-        return original(self, fname, *args, **kwargs)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(Figure, "savefig", capture)
-        plot_run(results, tmp_path)
+    figures = list(_saved(lambda: plot_run(results, tmp_path)).values())
     expected = Identity(["a", "b", "c"]).models
     for fig in figures:
         for line in fig.axes[0].get_lines():
@@ -207,17 +205,17 @@ def test_all_zero_bars_say_so(tmp_path: Path) -> None:
     rows = rows[rows["metric"] == "psnr"].assign(mode=CHUNKED)
     seams = pd.concat([rows.assign(metric=m, value=0.0)
                        for m in ("seam_psnr_drop", "seam_discontinuity")])  # fmt: skip
-    figures: list[Figure] = []
-    original = Figure.savefig
-
-    def capture(self: Figure, fname, *args, **kwargs):
-        figures.append(self)
-        return original(self, fname, *args, **kwargs)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(Figure, "savefig", capture)
-        paths = plot_temporal(seams, None, tmp_path)
+    paths: list[Path] = []
+    figures = list(_saved(lambda: paths.extend(plot_temporal(seams, None, tmp_path))).values())
     assert {p.stem for p in paths} == {"seams"}
     for ax in figures[0].axes:
         assert "0 for every series shown" in [t.get_text() for t in ax.texts]
     assert np.allclose([p.get_height() for p in figures[0].axes[0].patches], 0.0)
+
+
+def test_a_single_mode_figure_still_draws_that_modes_style(tmp_path: Path) -> None:
+    rows = make_results(models=("a",), sizes=((64, 64), (128, 128)), frames=(5,))
+    rows = rows[rows["kind"] == "quality"].assign(mode=CHUNKED)
+    figures = list(_saved(lambda: plot_run(rows, tmp_path)).values())
+    lines = [line for fig in figures for ax in fig.axes for line in ax.get_lines()]
+    assert lines and {line.get_linestyle() for line in lines} == {"--"}
