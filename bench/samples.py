@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -206,3 +207,51 @@ def read_samples(run_dir: str | Path) -> list[dict[str, Any]]:
     return sorted(
         found, key=lambda s: (s["model"], s["mode"], s["frames"], s["height"] * s["width"])
     )
+
+
+#: Keys that make two runs' sample cells comparable (same clips, same frames shown).
+MATCH_KEYS = ("model", "dataset", "mode", "dtype", "height", "width", "frames", "shown_frames")
+
+
+def _rows_of(image: np.ndarray, height: int) -> list[np.ndarray]:
+    """The three rows (original, reconstruction, error) of a strip image."""
+    return [image[r * (height + GAP) : r * (height + GAP) + height] for r in range(3)]
+
+
+def compare_strip(base: np.ndarray, candidate: np.ndarray, height: int) -> np.ndarray:
+    """Two runs' strips of one clip as one: original, base and candidate reconstruction,
+    base and candidate error (rows of ``height`` pixels, :data:`GAP` apart)."""
+    if base.shape != candidate.shape:
+        raise ValueError(f"strips differ in size: {base.shape} vs {candidate.shape}")
+    b, c = _rows_of(base, height), _rows_of(candidate, height)
+    if not np.array_equal(b[0], c[0]):
+        raise ValueError("the two strips do not show the same original frames")
+    rows = [b[0], b[1], c[1], b[2], c[2]]
+    gap = np.full((GAP, base.shape[1], 3), 255, np.uint8)
+    return np.concatenate([part for row in rows for part in (row, gap)][:-1])
+
+
+def write_sample_comparison(base_run: str | Path, candidate_run: str | Path,
+                            out_dir: str | Path) -> list[Path]:  # fmt: skip
+    """Side by side reconstructions of the same clips by two runs (e.g. two checkpoints):
+    ``<out_dir>/<model>_<mode>_<T>x<H>x<W>_clip<i>.png`` for every sample cell and clip
+    both runs kept (matched on :data:`MATCH_KEYS` and the clip id)."""
+    out_dir = Path(out_dir)
+    candidates = {tuple(str(s[k]) for k in MATCH_KEYS): s for s in read_samples(candidate_run)}
+    written = []
+    for base in read_samples(base_run):
+        cand = candidates.get(tuple(str(base[k]) for k in MATCH_KEYS))
+        if cand is None:
+            continue
+        theirs = {c["clip"]: c for c in cand["clips"]}
+        for i, clip in enumerate(c for c in base["clips"] if c["clip"] in theirs):
+            image = compare_strip(np.asarray(Image.open(base["dir"] / clip["png"])),
+                                  np.asarray(Image.open(cand["dir"] / theirs[clip["clip"]]["png"])),
+                                  int(base["height"]))  # fmt: skip
+            size = f"{base['frames']}x{base['height']}x{base['width']}"
+            name = re.sub(r"[^A-Za-z0-9_.+-]", "_", f"{base['model']}_{base['mode']}_{size}")
+            out_dir.mkdir(parents=True, exist_ok=True)
+            path = out_dir / f"{name}_clip{i}.png"
+            _write_bytes(path, _png(image))
+            written.append(path)
+    return written

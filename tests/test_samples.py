@@ -17,7 +17,16 @@ from vae_bench.adapters import InferenceMode, Preset, register
 from vae_bench.data import get_dataset
 from vae_bench.report.html import write_html_report
 from vae_bench.runner import run_sweep
-from vae_bench.samples import GAP, choose_clips, error_map, shown_frames, strip, to_uint8
+from vae_bench.samples import (
+    GAP,
+    choose_clips,
+    compare_strip,
+    error_map,
+    shown_frames,
+    strip,
+    to_uint8,
+    write_sample_comparison,
+)
 from vae_bench.sweep import SweepError, parse_sweep
 
 SIZE, FRAMES, CHUNKED = 16, 9, "temporal_chunks(4)"
@@ -144,3 +153,30 @@ def test_no_samples_when_the_sweep_says_zero(tmp_path: Path) -> None:
              "quality": {"metrics": ["psnr"], "max_clips": 1, "samples": 0}}  # fmt: skip
     run = run_sweep(parse_sweep(sweep), tmp_path, plots=False)
     assert not (run / "samples").exists()
+
+
+def test_two_runs_reconstructions_side_by_side(run_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(run_dir / "samples", other / "samples")
+    # the candidate's reconstruction of one clip differs: its rows must show it
+    index_path = sorted((other / "samples").glob("*/index.json"))[0]
+    index = json.loads(index_path.read_text())
+    strip_path = index_path.parent / index["clips"][0]["png"]
+    candidate = np.asarray(Image.open(strip_path)).copy()
+    candidate[SIZE + GAP : 2 * SIZE + GAP] = 7
+    Image.fromarray(candidate).save(strip_path)
+
+    written = write_sample_comparison(run_dir, other, tmp_path / "pairs")
+    assert len(written) == 4  # 2 cells x 2 clips
+    name = f"toy-defect_{index['mode']}_{FRAMES}x{SIZE}x{SIZE}_clip0.png".replace("(", "_")
+    pair = np.asarray(Image.open(tmp_path / "pairs" / name.replace(")", "_")))
+    base = np.asarray(Image.open(run_dir / "samples" / index["cell"] / "clip0.png"))
+    rows = [pair[r * (SIZE + GAP) : r * (SIZE + GAP) + SIZE] for r in range(5)]
+    np.testing.assert_array_equal(rows[0], base[:SIZE])  # original
+    np.testing.assert_array_equal(rows[1], base[SIZE + GAP : 2 * SIZE + GAP])  # baseline
+    assert (rows[2] == 7).all()  # candidate
+    np.testing.assert_array_equal(rows[3], base[2 * (SIZE + GAP) :])  # baseline error
+    with pytest.raises(ValueError, match="differ in size"):
+        compare_strip(base, base[:, :-1], SIZE)

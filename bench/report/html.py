@@ -136,6 +136,14 @@ def _samples(run_dir: Path, results: pd.DataFrame) -> str:
     return "\n".join(out)
 
 
+def _sample_pair(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return (f'<figure class="samples"><img alt="{_esc(path.stem)}" '
+            f'src="data:image/png;base64,{data}"><figcaption>{_esc(path.stem)}: original, '
+            "baseline and candidate reconstruction, baseline and candidate |error|"
+            "</figcaption></figure>")
+
+
 def _metadata(run_dir: Path, results: pd.DataFrame) -> list[tuple[str, str]]:
     meta_path = run_dir / "run.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
@@ -249,6 +257,8 @@ def render_html(
             png = extra.parent / "deltas.png"
             if png.exists():
                 body.append(_figure(png))
+            for strip in sorted(extra.parent.glob("samples/*.png")):  # samples side by side
+                body.append(_sample_pair(strip))
         gate = run_dir / "gate.md"
         if gate.exists():
             body += ["<h2>Gate</h2>", f"<pre>{_esc(gate.read_text())}</pre>"]
