@@ -178,8 +178,18 @@ def _fix_other_axis(df: pd.DataFrame, x: str) -> tuple[pd.DataFrame, str]:
     return df[at[(h, w)]], f"{h}x{w} ({why})"
 
 
+def varying_within_models(df: pd.DataFrame, keys: Sequence[str]) -> list[str]:
+    """The ``keys`` that take several values for one model: they split its lines. A
+    setting that only differs between models (e.g. their weights) is the model's own."""
+    present = [k for k in keys if k in df.columns and k != "model"]
+    if not present or df.empty:
+        return []
+    counts = df.groupby(df["model"].astype(str))[present].nunique(dropna=False)
+    return [k for k in present if (counts[k] > 1).any()]
+
+
 def _style_keys(df: pd.DataFrame) -> list[str]:
-    return [k for k in STYLE_KEYS if k in df.columns and df[k].nunique(dropna=False) > 1]
+    return varying_within_models(df, STYLE_KEYS)
 
 
 # --------------------------------------------------------------------------- drawing

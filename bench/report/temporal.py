@@ -23,7 +23,13 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from vae_bench.report.plots import _save as save
-from vae_bench.report.plots import drawable, figure_legend, left_out, new_figure
+from vae_bench.report.plots import (
+    drawable,
+    figure_legend,
+    left_out,
+    new_figure,
+    varying_within_models,
+)
 from vae_bench.report.style import RC, Identity, footer, series_label
 
 log = logging.getLogger(__name__)
@@ -83,7 +89,7 @@ def position_profile(frames: pd.DataFrame) -> pd.DataFrame:
 
 
 def _varying(rows: pd.DataFrame) -> list[str]:
-    return [k for k in SERIES_KEYS if k in rows.columns and rows[k].nunique(dropna=False) > 1]
+    return varying_within_models(rows, SERIES_KEYS)
 
 
 def _labelled(rows: pd.DataFrame, varying: list[str]) -> pd.DataFrame:
