@@ -15,7 +15,7 @@ import math
 import traceback
 import warnings
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -42,6 +42,7 @@ from vae_bench.metrics.psnr import PSNRVsFull
 from vae_bench.profile import PhaseResult, _is_oom, profile_codec
 from vae_bench.recovery import recover
 from vae_bench.results import RunStore
+from vae_bench.samples import SampleKeeper
 from vae_bench.seams import SEAM_METRICS, build_seam_metrics
 from vae_bench.sweep import Cell, Sweep, SweepError, check_run_name
 
@@ -74,6 +75,7 @@ class Plan:
     requested: dict[str, int]  # cell key -> frames the sweep asked for (before the frame rule)
     # (preset, weights) -> the local files of weights named by source (official, hf://, URL)
     fetched: dict[tuple[str, str], Fetched] = field(default_factory=dict)
+    samples_dir: Path | None = None  # where quality cells keep reconstruction samples
 
 
 @dataclass(frozen=True)
@@ -528,6 +530,7 @@ def run_quality(cell: Cell, vae: VideoVAE, dataset: Dataset, plan: Plan, base: d
     evaluated: list[dict[str, Any]] = []
     nonfinite = 0
     items = dataset.iter_clips(cell.frames, cell.height, cell.width, clip_ids=local_ids)
+    keeper = SampleKeeper.for_cell(cell, vae.spec, local_ids, plan.samples_dir, plan.sweep.quality)
     progress = tqdm(total=len(local_ids), desc=f"  clips {cell.model}", unit="clip", leave=False,
                     disable=not distributed.context().is_main)  # fmt: skip
     with collect_result_warnings() as caveats:
@@ -538,6 +541,7 @@ def run_quality(cell: Cell, vae: VideoVAE, dataset: Dataset, plan: Plan, base: d
             if batch:
                 target = torch.stack([c.video for c in batch]).to(plan.device)
                 recon = vae.reconstruct(target.to(DTYPES[cell.dtype]), mode).float()
+                keeper.offer([c.clip_id for c in batch], target, recon)
                 if vs_full is not None:  # what the tiling alone changes, frame by frame
                     full = vae.reconstruct(target.to(DTYPES[cell.dtype]), FULL).float()
                 finite = torch.isfinite(recon).flatten(1).all(dim=1)
@@ -557,6 +561,7 @@ def run_quality(cell: Cell, vae: VideoVAE, dataset: Dataset, plan: Plan, base: d
                         metric.update(full[finite], recon[finite])
             progress.update(len(batch) + len(skipped))
     progress.close()
+    keeper.write()
     if distributed.context().active:  # first collective after the local work
         clip_rows, evaluated, nonfinite = distributed.merge_clip_rows(
             clip_rows, clip_ids, nonfinite
@@ -775,6 +780,7 @@ def run_sweep(
     with distributed.agreement("planning"):
         validated = plan(sweep, device)
     store = RunStore(Path(out_root) / run)
+    validated = replace(validated, samples_dir=store.root / "samples")
     if ctx.is_main:
         for note in recover(store):
             print(f"run {run}: {note}")

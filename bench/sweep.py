@@ -71,6 +71,8 @@ class QualitySettings:
     fvd_missing: str = "error"
     fvd_protocol: str = "rfvd"  # rfvd | rfvd-legacy-batch
     fid_weights: str | None = None  # rFID's Inception file; None: the cache directories
+    samples: int = 2  # clips per cell kept as pictures (vae_bench.samples); 0: none
+    sample_video: bool = False  # also an MP4 of each kept clip
 
 
 @dataclass(frozen=True)
@@ -207,11 +209,11 @@ def _settings(source: str, key: str, data: Any, cls: type) -> Any:
     allowed = set(cls.__dataclass_fields__)
     _check_keys(source, key, data, allowed)
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-    for name in ("warmup", "repeats", "batch_size", "max_clips", "seed"):
+    for name in ("warmup", "repeats", "batch_size", "max_clips", "seed", "samples"):
         value = values.get(name)
         if value is None:
             continue
-        if name not in ("warmup", "seed"):
+        if name not in ("warmup", "seed", "samples"):
             _positive_int(source, f"{key}.{name}", value)
         elif isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise _fail(source, f"{key}.{name}", f"must be an integer >= 0, got {value!r}")
@@ -225,6 +227,8 @@ def _settings(source: str, key: str, data: Any, cls: type) -> Any:
     if values.get("fid_weights") is not None:
         _typed(source, f"{key}.fid_weights", values["fid_weights"], str,
                "a path or absent (the cache directories)")  # fmt: skip
+    if "sample_video" in values:
+        _typed(source, f"{key}.sample_video", values["sample_video"], bool, "true or false")
     if values.get("fvd_weights") is not None:
         _typed(source, f"{key}.fvd_weights", values["fvd_weights"], str,
                "a path, 'random' or absent (the cache directory)")  # fmt: skip

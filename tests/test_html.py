@@ -63,7 +63,8 @@ def test_report_holds_tables_and_embedded_figures_and_no_urls(tmp_path):
     assert all(not (attrs.get("href") or "").strip() for _, attrs in tags)
     # drawn afresh by plot_run (the run has no plots/ yet), one <img> per figure
     figures = {f"{kind} vs {axis}" for kind in ("quality", "throughput", "memory")
-               for axis in ("resolution", "clip length")}
+               for axis in ("resolution", "clip length")} | {
+        "time memory vs resolution", "quality vs throughput"}
     alts = [attrs["alt"] for attrs in images]
     assert len(set(alts)) == len(alts) and set(alts) <= figures
     assert {"quality vs resolution", "quality vs clip length"} <= set(alts)

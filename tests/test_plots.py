@@ -15,7 +15,8 @@ import pytest
 from vae_bench.report.plots import plot_run
 
 FIGURES = [f"{kind}_vs_{axis}" for kind in ("quality", "throughput", "memory")
-           for axis in ("resolution", "clip_length")]
+           for axis in ("resolution", "clip_length")] + [
+    "time_memory_vs_resolution", "quality_vs_throughput"]
 QUALITY = ("psnr", "psnr_clip", "ssim", "lpips")
 PHASES = ("encode", "decode", "roundtrip")
 

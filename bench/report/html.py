@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from vae_bench.report.style import Identity
 from vae_bench.report.tables import (
     LAYOUTS,
     Table,
@@ -24,7 +25,9 @@ from vae_bench.report.tables import (
     TableOptions,
     build_table,
 )
+from vae_bench.report.temporal import read_frames
 from vae_bench.results import atomic_write_text, read_results
+from vae_bench.samples import read_samples
 
 DEFAULT_LAYOUTS = ("wf-vae", "quality", "efficiency")
 _STYLE = """
@@ -39,7 +42,16 @@ th.group { text-align: center; border-bottom: 1px solid #888; }
 figure { margin: 1.5em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
 pre { background: #f6f6f6; padding: 1em; overflow-x: auto; font-size: 0.85em; }
 .bad { color: #b00020; } .meta td:first-child { color: #666; }
+.swatch { display: inline-block; width: 2.2em; height: 0; vertical-align: middle;
+          border-top-width: 3px; margin-right: 0.4em; }
+.samples { display: flex; flex-wrap: wrap; gap: 1.5em; }
+.samples img { image-rendering: pixelated; width: 100%; max-width: 640px; }
 """
+
+_MARKER_NAMES = {"o": "circle", "s": "square", "^": "triangle up", "D": "diamond",
+                 "v": "triangle down", "P": "plus", "X": "cross", "*": "star",
+                 "<": "triangle left", ">": "triangle right"}  # fmt: skip
+_LINE_NAMES = {"-": "solid", "--": "dashed", ":": "dotted", "-.": "dash-dot"}
 
 
 def _esc(text: object) -> str:
@@ -79,6 +91,57 @@ def _figure(path: Path) -> str:
     title = path.stem.replace("_", " ")
     return (f'<figure><img alt="{_esc(title)}" src="data:image/png;base64,{data}">'
             f"<figcaption>{_esc(title)}</figcaption></figure>")
+
+
+def _key(identity: Identity) -> str:
+    """The run's colours, markers and line styles, as every figure draws them."""
+    rows = [f'<tr><td><span class="swatch" style="border-top: 3px solid {look.colour}">'
+            f"</span>{_esc(name)}</td><td>{_esc(_MARKER_NAMES.get(look.marker, look.marker))}"
+            "</td></tr>" for name, look in identity.models.items()]  # fmt: skip
+    modes = [f'<tr><td><span class="swatch" style="border-top: 3px '
+             f'{"solid" if look.linestyle == "-" else "dashed"} #444">'
+             f"</span>{_esc(name)}</td><td>{_esc(_LINE_NAMES.get(str(look.linestyle), 'dash'))}"
+             f" line, {_esc(look.hatch or 'plain')} bars</td></tr>"
+             for name, look in identity.modes.items()]  # fmt: skip
+    return ("<table><thead><tr><th>model</th><th>marker</th></tr></thead><tbody>"
+            + "".join(rows) + "</tbody></table><table><thead><tr><th>inference mode</th>"
+            "<th>drawn as</th></tr></thead><tbody>" + "".join(modes) + "</tbody></table>")
+
+
+def _samples(run_dir: Path, results: pd.DataFrame) -> str:
+    """Each model's kept reconstructions (:mod:`vae_bench.samples`) beside its numbers."""
+    found = read_samples(run_dir)
+    if not found:
+        return ""
+    out = ["<p>Rows: original, reconstruction, |error| (8-bit, amplified, inferno: black = "
+           "none). Columns: the frames named; the same clips for every model.</p>"]
+    quality = results[(results["kind"] == "quality") & (results["status"] == "ok")]
+    for model in dict.fromkeys(s["model"] for s in found):
+        out.append(f"<h3>{_esc(model)}</h3>")
+        for cell in (s for s in found if s["model"] == model):
+            rows = quality[quality["cell"] == cell["cell"]].set_index("metric")["value"]
+            numbers = ", ".join(f"{m} {float(rows[m]):.4g}" for m in ("psnr", "ssim", "lpips")
+                                if m in rows.index)  # fmt: skip
+            seams = f"; seam before frame {cell['seams'][0]}" if cell.get("seams") else ""
+            head = (f"{cell['mode']}, {cell['dtype']}, {cell['frames']}x{cell['height']}x"
+                    f"{cell['width']}{seams}" + (f" — {numbers}" if numbers else ""))
+            out.append(f"<p>{_esc(head)}</p><div class=\"samples\">")
+            frames = ", ".join(map(str, cell["shown_frames"]))
+            for clip in cell["clips"]:
+                data = base64.b64encode((cell["dir"] / clip["png"]).read_bytes()).decode()
+                out.append(f'<figure><img alt="{_esc(model)} {_esc(clip["clip"])}" '
+                           f'src="data:image/png;base64,{data}"><figcaption>clip '
+                           f"{_esc(clip['clip'])}, frames {frames}</figcaption></figure>")
+            out.append("</div>")
+    return "\n".join(out)
+
+
+def _sample_pair(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return (f'<figure class="samples"><img alt="{_esc(path.stem)}" '
+            f'src="data:image/png;base64,{data}"><figcaption>{_esc(path.stem)}: original, '
+            "baseline and candidate reconstruction, baseline and candidate |error|"
+            "</figcaption></figure>")
 
 
 def _metadata(run_dir: Path, results: pd.DataFrame) -> list[tuple[str, str]]:
@@ -172,11 +235,16 @@ def render_html(
         pngs = sorted(plots.glob("*.png")) if plots.is_dir() else []
         if not pngs:
             from vae_bench.report.plots import plot_run
-            from vae_bench.report.temporal import read_frames
 
             drawn = plot_run(results, Path(scratch), frames=read_frames(run_dir))
             pngs = sorted(p for p in drawn if p.suffix == ".png")
+        if pngs:
+            body.append("<p>Every figure draws a model and an inference mode alike:</p>")
+            body.append(_key(Identity.of(results, read_frames(run_dir))))
         body += [_figure(p) for p in pngs] or ["<p>No figure: no finished rows to draw.</p>"]
+        samples = _samples(run_dir, results)
+        if samples:
+            body += ["<h2>Reconstructions</h2>", samples]
 
         body.append("<h2>Failures</h2>")
         body.append(_failures(results))
@@ -189,6 +257,8 @@ def render_html(
             png = extra.parent / "deltas.png"
             if png.exists():
                 body.append(_figure(png))
+            for strip in sorted(extra.parent.glob("samples/*.png")):  # samples side by side
+                body.append(_sample_pair(strip))
         gate = run_dir / "gate.md"
         if gate.exists():
             body += ["<h2>Gate</h2>", f"<pre>{_esc(gate.read_text())}</pre>"]
@@ -207,8 +277,9 @@ def write_html_report(
 ) -> Path:
     """Write ``<run>/report.html`` (or ``out``): the run's tables (every layout in
     ``layouts`` that its rows allow), its figures (``<run>/plots/*.png``, drawn afresh
-    when absent), failed cells, skipped clips, and any comparison or gate summary saved
-    in the run directory."""
+    when absent) with the key to their colours and line styles, the kept reconstructions
+    per model (``<run>/samples``), failed cells, skipped clips, and any comparison or
+    gate summary saved in the run directory."""
     path = Path(out) if out is not None else Path(run_dir) / "report.html"
     atomic_write_text(path, render_html(run_dir, layouts=layouts, options=options,
                                         plots_dir=plots_dir))

@@ -7,7 +7,8 @@ read ``frames.csv`` (one row per cell, metric and frame, with ``group_position``
 ``flicker`` / ``seam_*`` rows of ``results.csv``. For each model, inference mode, dtype,
 weights and dataset, one cell is drawn: the one with the longest clip, then the most
 pixels per frame (said in the titles), so lines of one model never mix clip lengths.
-Non-finite values (PSNR +inf of a lossless model) are left out of the figures.
+Non-finite values (PSNR +inf of a lossless model) are left out of the figures and counted
+in their footers; each model and mode is drawn as in every other figure of the run.
 """
 
 from __future__ import annotations
@@ -15,11 +16,21 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from vae_bench.report.plots import _save as save
+from vae_bench.report.plots import (
+    drawable,
+    figure_legend,
+    left_out,
+    new_figure,
+    varying_within_models,
+)
+from vae_bench.report.style import RC, Identity, footer, series_label
 
 log = logging.getLogger(__name__)
 
@@ -77,30 +88,15 @@ def position_profile(frames: pd.DataFrame) -> pd.DataFrame:
     return profile
 
 
-def _series_label(row: pd.Series, varying: list[str]) -> str:
-    extra = [str(row[k]) for k in varying if k != "model"]
-    return f"{row['model']} [{', '.join(extra)}]" if extra else str(row["model"])
-
-
 def _varying(rows: pd.DataFrame) -> list[str]:
-    return [k for k in SERIES_KEYS if k in rows.columns and rows[k].nunique(dropna=False) > 1]
+    return varying_within_models(rows, SERIES_KEYS)
 
 
 def _labelled(rows: pd.DataFrame, varying: list[str]) -> pd.DataFrame:
-    labels = rows.apply(_series_label, axis=1, varying=varying) if len(rows) else []
+    keys = [k for k in varying if k != "model"]
+    labels = [series_label(r["model"], {k: str(r[k]) for k in keys})
+              for _, r in rows.iterrows()]  # fmt: skip
     return rows.assign(series=labels)
-
-
-def _figure(n_panels: int, title: str) -> tuple[Figure, list[Axes]]:
-    ncols = min(n_panels, 2)
-    nrows = -(-n_panels // ncols)
-    fig = Figure(figsize=(5.4 * ncols, 3.8 * nrows + 0.6), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = list(fig.subplots(nrows, ncols, squeeze=False).ravel())
-    for ax in axes[n_panels:]:
-        ax.set_visible(False)
-    fig.suptitle(title, fontsize=11)
-    return fig, axes[:n_panels]
 
 
 def _size_note(rows: pd.DataFrame) -> str:
@@ -108,117 +104,151 @@ def _size_note(rows: pd.DataFrame) -> str:
     return "T x H x W " + ", ".join(sizes)
 
 
-def _legend(fig: Figure, axes: list[Axes]) -> None:
-    handles: dict[str, object] = {}
-    for ax in axes:
-        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
-            handles.setdefault(label, handle)
-    if handles:
-        fig.legend(list(handles.values()), list(handles), loc="outside lower center",
-                   ncols=min(len(handles), 3), fontsize=8, frameon=False)  # fmt: skip
+def _finite_metrics(
+    rows: pd.DataFrame, metrics: tuple[str, ...]
+) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """The finite rows, the metrics that have any, and footer notes on what was left out."""
+    notes = [left_out(LABELS.get(m, m), rows.loc[rows["metric"] == m, "value"])
+             for m in metrics if (rows["metric"] == m).any()]  # fmt: skip
+    rows = rows[drawable(rows["value"])]
+    return rows, [m for m in metrics if (rows["metric"] == m).any()], notes
 
 
-def _bars(ax: Axes, data: pd.DataFrame, x: str, ylabel: str) -> None:
-    """Grouped bars: one group per ``x`` value, one bar per series."""
+def _mode(row: pd.DataFrame | pd.Series) -> str:
+    value = row["mode"] if "mode" in row else "full"
+    return str(value.iloc[0] if isinstance(value, pd.Series) else value)
+
+
+def _lines(ax: Axes, data: pd.DataFrame, x: str, identity: Identity) -> None:
+    """One line per series, drawn in its model's colour and marker and its mode's style."""
+    for name, line in data.groupby("series", sort=True):
+        line = line.sort_values(x)
+        ax.plot(line[x], line["value"], label=name,
+                **identity.line(str(line["model"].iloc[0]), _mode(line)))  # fmt: skip
+    ax.grid(True, alpha=0.3)
+
+
+def _bars(ax: Axes, data: pd.DataFrame, x: str, ylabel: str, identity: Identity) -> None:
+    """Grouped bars: one group per ``x`` value, one bar per series (model colour, mode
+    hatch); a panel whose every value is 0 says so rather than showing an empty box."""
     groups = sorted(data[x].unique(), key=str)
-    series = list(dict.fromkeys(data["series"]))
+    series = sorted(dict.fromkeys(data["series"]))
     width = 0.8 / max(len(series), 1)
     for i, name in enumerate(series):
-        part = data[data["series"] == name].set_index(x)
+        rows = data[data["series"] == name]
+        part = rows.set_index(x)
         xs = [g for g in groups if g in part.index]
-        heights = [float(part.loc[g, "value"]) for g in xs]
+        heights = np.array([float(part.loc[g, "value"]) for g in xs])
         positions = [groups.index(g) - 0.4 + width * (i + 0.5) for g in xs]
         err = None
         if {"ci_low", "ci_high"} <= set(part.columns):
             low = np.array([float(part.loc[g, "ci_low"]) for g in xs])
             high = np.array([float(part.loc[g, "ci_high"]) for g in xs])
             if np.isfinite(low).all() and np.isfinite(high).all():
-                err = np.abs(np.vstack([heights - low, high - np.array(heights)]))
-        ax.bar(positions, heights, width=width, yerr=err, label=name, color=f"C{i % 10}")
-    ax.set_xticks(range(len(groups)), [str(g) for g in groups], fontsize=8)
-    ax.set_ylabel(ylabel, fontsize=9)
+                err = np.abs(np.vstack([heights - low, high - heights]))
+        ax.bar(positions, heights, width=width, yerr=err, label=name,
+               **identity.bar(str(rows["model"].iloc[0]), _mode(rows)))  # fmt: skip
+    if (data["value"] == 0).all():
+        ax.text(0.5, 0.5, "0 for every series shown", transform=ax.transAxes, ha="center",
+                va="center", color="#444444")  # fmt: skip
+    ax.set_xticks(range(len(groups)), [str(g) for g in groups])
+    ax.set_ylabel(ylabel)
     ax.grid(True, axis="y", alpha=0.3)
 
 
-def _frame_curves(frames: pd.DataFrame, out_dir: Path) -> list[Path]:
+def _handles(axes: list[Axes]) -> dict[str, object]:
+    handles: dict[str, object] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
+    return dict(sorted(handles.items()))
+
+
+def _finish(
+    fig: Figure, axes: list[Axes], notes: list[str], out_dir: Path, name: str
+) -> list[Path]:
+    figure_legend(fig, _handles(axes))
+    footer(fig, notes)
+    return save(fig, out_dir, name)
+
+
+def _frame_curves(frames: pd.DataFrame, out_dir: Path, identity: Identity) -> list[Path]:
     rows = representative_cells(frames[frames["metric"].isin(FRAME_METRICS)])
-    rows = rows[np.isfinite(rows["value"].astype(float))]
-    metrics = [m for m in FRAME_METRICS if m in set(rows["metric"])]
+    rows, metrics, notes = _finite_metrics(rows, FRAME_METRICS)
     if not metrics:
         return []
     rows = _labelled(rows, _varying(rows))
-    fig, axes = _figure(len(metrics), f"Quality by frame index ({_size_note(rows)})")
+    fig, axes = new_figure(len(metrics), f"Quality by frame index ({_size_note(rows)})")
     for ax, metric in zip(axes, metrics, strict=True):
-        part = rows[rows["metric"] == metric]
-        for i, (name, line) in enumerate(part.groupby("series", sort=False)):
-            line = line.sort_values("frame")
-            ax.plot(line["frame"], line["value"], marker="o", ms=3, label=name, color=f"C{i}")
-        ax.set_title(LABELS.get(metric, metric), fontsize=10)
-        ax.set_xlabel("frame index", fontsize=9)
-        ax.grid(True, alpha=0.3)
-    _legend(fig, axes)
-    return _save(fig, out_dir, "quality_by_frame")
+        _lines(ax, rows[rows["metric"] == metric], "frame", identity)
+        ax.set_title(LABELS.get(metric, metric))
+        ax.set_xlabel("frame index")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    return _finish(fig, axes, notes, out_dir, "quality_by_frame")
 
 
-def _position_bars(frames: pd.DataFrame, out_dir: Path) -> list[Path]:
-    profile = position_profile(frames[frames["metric"].isin(POSITION_METRICS)])
+def _position_curves(frames: pd.DataFrame, out_dir: Path, identity: Identity) -> list[Path]:
+    rows = frames[frames["metric"].isin(POSITION_METRICS)]
+    notes = [left_out(LABELS[m], rows.loc[rows["metric"] == m, "value"])
+             for m in POSITION_METRICS if (rows["metric"] == m).any()]  # fmt: skip
+    profile = position_profile(rows)
     metrics = [m for m in POSITION_METRICS if m in set(profile["metric"])]
     if not metrics:
         return []
     profile = _labelled(profile, _varying(profile))
-    title = "Quality by position in the temporal compression group (causal: 0 = frame 0 alone)"
-    fig, axes = _figure(len(metrics), title)
+    title = "Quality by position in the temporal compression group\n(causal: 0 = frame 0 alone)"
+    fig, axes = new_figure(len(metrics), title)
     for ax, metric in zip(axes, metrics, strict=True):
-        _bars(ax, profile[profile["metric"] == metric], "group_position", LABELS[metric])
-        ax.set_xlabel("group position", fontsize=9)
-    _legend(fig, axes)
-    return _save(fig, out_dir, "quality_by_group_position")
+        _lines(ax, profile[profile["metric"] == metric], "group_position", identity)
+        ax.set_title(LABELS[metric])
+        ax.set_xlabel("position in group")
+        ax.set_xticks(sorted(profile["group_position"].unique()))
+    return _finish(fig, axes, notes, out_dir, "quality_by_group_position")
 
 
 def _result_bars(
-    results: pd.DataFrame, metrics: tuple[str, ...], x: str, title: str, name: str, out_dir: Path
-) -> list[Path]:
+    results: pd.DataFrame, metrics: tuple[str, ...], x: str, title: str, name: str,
+    out_dir: Path, identity: Identity,
+) -> list[Path]:  # fmt: skip
     rows = results[(results["status"] == "ok") & results["metric"].isin(metrics)]
-    rows = representative_cells(rows[np.isfinite(rows["value"].astype(float))])
-    present = [m for m in metrics if m in set(rows["metric"])]
+    rows, present, notes = _finite_metrics(representative_cells(rows), metrics)
     if not present:
         return []
     varying = [k for k in _varying(rows) if k != x]
     rows = _labelled(rows, varying)
-    fig, axes = _figure(len(present), f"{title} ({_size_note(rows)})")
+    fig, axes = new_figure(len(present), f"{title} ({_size_note(rows)})")
     for ax, metric in zip(axes, present, strict=True):
-        _bars(ax, rows[rows["metric"] == metric], x, LABELS.get(metric, metric))
-        ax.set_title(LABELS.get(metric, metric), fontsize=10)
-    _legend(fig, axes)
-    return _save(fig, out_dir, name)
+        _bars(ax, rows[rows["metric"] == metric], x, LABELS.get(metric, metric), identity)
+        ax.set_title(LABELS.get(metric, metric))
+    return _finish(fig, axes, notes, out_dir, name)
 
 
 def plot_temporal(
-    results: pd.DataFrame, frames: pd.DataFrame | None, out_dir: str | Path
-) -> list[Path]:
+    results: pd.DataFrame, frames: pd.DataFrame | None, out_dir: str | Path,
+    identity: Identity | None = None,
+) -> list[Path]:  # fmt: skip
     """Draw the temporal figures the rows allow; return the files written.
 
     ``quality_by_frame`` and ``quality_by_group_position`` (from ``frames``), ``flicker``
     (mean over clips per model and mode, 95% CI) and ``seams`` (seam metrics per mode).
+    ``identity`` is the run's (:func:`~vae_bench.report.plots.plot_run` passes it); by
+    default it is built from these rows.
     """
     from vae_bench.report.plots import _ok_rows
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-    if frames is not None and len(frames):
-        written += _frame_curves(frames, out_dir)
-        written += _position_bars(frames, out_dir)
     quality = _ok_rows(results)
     quality = quality[quality["kind"] == "quality"]
-    written += _result_bars(quality, ("flicker",), "model", "Temporal flicker per clip",
-                            "flicker", out_dir)  # fmt: skip
-    written += _result_bars(quality, SEAM_METRICS, "mode", "Chunk/tile seams vs full inference",
-                            "seams", out_dir)  # fmt: skip
+    identity = identity or Identity.of(results, frames)
+    written: list[Path] = []
+    with matplotlib.rc_context(RC):
+        if frames is not None and len(frames):
+            written += _frame_curves(frames, out_dir, identity)
+            written += _position_curves(frames, out_dir, identity)
+        written += _result_bars(quality, ("flicker",), "model", "Temporal flicker per clip",
+                                "flicker", out_dir, identity)  # fmt: skip
+        written += _result_bars(quality, SEAM_METRICS, "mode",
+                                "Chunk/tile seams vs full inference", "seams", out_dir,
+                                identity)  # fmt: skip
     return written
-
-
-def _save(fig: Figure, out_dir: Path, name: str) -> list[Path]:
-    from vae_bench.report.plots import _save as save
-
-    return save(fig, out_dir, name)
