@@ -121,11 +121,13 @@ def test_sweep_on_an_image_folder_scores_rfid(tmp_path, monkeypatch):
     from vae_bench.sweep import parse_sweep
 
     rng = np.random.default_rng(0)
+    photos = tmp_path / "photos"  # apart from the run's folder, whose samples are PNGs too
+    photos.mkdir()
     for i in range(4):
         Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(
-            tmp_path / f"{i}.png")
+            photos / f"{i}.png")
     (tmp_path / "datasets.yaml").write_text(yaml.safe_dump(
-        {"photos": {"kind": "folder", "root": ".", "media": "images"}}))
+        {"photos": {"kind": "folder", "root": "photos", "media": "images"}}))
     weights = tmp_path / WEIGHTS_FILE
     weights.write_bytes(b"")  # found by planning; the features come from PoolProject
     monkeypatch.setattr(rfid_module, "RFID", lambda weights=None: RFID(feature=PoolProject()))
