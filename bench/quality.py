@@ -9,9 +9,10 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import time
 import warnings
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import torch
 from tqdm.auto import tqdm
@@ -19,8 +20,9 @@ from tqdm.auto import tqdm
 from vae_bench import distributed
 from vae_bench.adapters import FULL, InferenceMode, VideoVAE
 from vae_bench.adapters.base import ResultWarning
-from vae_bench.data import Clip, Dataset, SkippedClip
+from vae_bench.data import Clip, Dataset, SkippedClip, to_model_range
 from vae_bench.environment import DTYPES
+from vae_bench.loader import load_clips
 from vae_bench.metrics import VideoMetric, build_metrics
 from vae_bench.metrics.psnr import PSNRVsFull
 from vae_bench.rows import CLIP_KEYS, mean_ci, skipped_row
@@ -46,7 +48,6 @@ def _batches(
             batch, skipped = [], []
     if batch or skipped:
         yield batch, skipped
-
 
 
 def _build_rfvd(settings: dict[str, Any], cell: Cell, dataset: Dataset, plan: Plan):
@@ -100,8 +101,69 @@ def collect_result_warnings() -> Iterator[list[str]]:
             )
 
 
-def run_quality(cell: Cell, vae: VideoVAE, dataset: Dataset, plan: Plan, base: dict[str, Any]):
-    """One pass over the clips computing every metric; returns (results, clips, frames)."""
+class ClipObserver(Protocol):
+    """Sees each evaluated clip of a quality cell, e.g. to draw reconstruction samples.
+
+    Called once per clip whose reconstruction is finite, in clip order, with float
+    ``[C, T, H, W]`` tensors in ``[-1, 1]`` on the cell's device (do not modify them)."""
+
+    def __call__(self, clip_id: str, original: torch.Tensor, reconstruction: torch.Tensor) -> None:
+        ...
+
+
+class Stopwatch:
+    """Where a cell's wall time goes: seconds per stage, with the device synchronised at
+    each boundary so that queued GPU work is charged to the stage that queued it."""
+
+    STAGES = ("data", "model", "metrics")
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.seconds = dict.fromkeys(self.STAGES, 0.0)
+        self.started = time.perf_counter()
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self.seconds[name] += time.perf_counter() - start
+
+    def timed(self, name: str, items: Iterator[T]) -> Iterator[T]:
+        """``items``, charging the wait for each one to stage ``name``."""
+        while True:
+            with self.stage(name):
+                item = next(items, _END)
+            if item is _END:
+                return
+            yield item
+
+    def total(self) -> float:
+        return time.perf_counter() - self.started
+
+
+_END: Any = object()
+T = TypeVar("T")
+TIME_METRICS = {"time_data_s": "data", "time_model_s": "model", "time_metrics_s": "metrics"}
+
+
+def run_quality(
+    cell: Cell,
+    vae: VideoVAE,
+    dataset: Dataset,
+    plan: Plan,
+    base: dict[str, Any],
+    observers: Sequence[ClipObserver] = (),
+):
+    """One pass over the clips computing every metric; returns (results, clips, frames).
+
+    The data path: clips load ahead in worker processes (:func:`load_clips`), batches
+    go to the device, the model reconstructs, every metric updates, and each clip gets
+    its row; ``observers`` see each evaluated clip right after its reconstruction."""
+    clock = Stopwatch(plan.device)
     settings = json.loads(cell.settings)
     names = [m for m in settings["metrics"] if m != "rfvd"]
     metrics: list[VideoMetric] = build_metrics(
@@ -118,43 +180,55 @@ def run_quality(cell: Cell, vae: VideoVAE, dataset: Dataset, plan: Plan, base: d
     rfvd, rfvd_skip = None, ""
     if "rfvd" in settings["metrics"]:
         rfvd, rfvd_skip = _build_rfvd(settings, cell, dataset, plan)
+    against_target = [m for m in [*metrics, rfvd]  # torchmetrics' == composes: test identity
+                      if m is not None and not any(m is f for f in against_full)]  # fmt: skip
     clip_ids = dataset.clip_ids()
     if settings["max_clips"]:
         clip_ids = clip_ids[: settings["max_clips"]]
     local_ids = distributed.shard(clip_ids)  # all of them in a single process
     mode = InferenceMode.parse(cell.mode)
+    dtype = DTYPES[cell.dtype]
     clip_base = {k: base[k] for k in CLIP_KEYS}
     clip_rows: list[dict[str, Any]] = []
     evaluated: list[dict[str, Any]] = []
     nonfinite = 0
-    items = dataset.iter_clips(cell.frames, cell.height, cell.width, clip_ids=local_ids)
+    on_cuda = plan.device.type == "cuda"
+    items = load_clips(dataset, local_ids, cell.frames, cell.height, cell.width,
+                       workers=plan.workers, pin_memory=on_cuda)  # fmt: skip
     progress = tqdm(total=len(local_ids), desc=f"  clips {cell.model}", unit="clip", leave=False,
                     disable=not distributed.context().is_main)  # fmt: skip
     with collect_result_warnings() as caveats:
-        for batch, skipped in _batches(items, cell.batch_size):
+        for batch, skipped in _batches(clock.timed("data", items), cell.batch_size):
             for item in skipped:
                 clip_rows.append({**clip_base, "clip": item.clip_id, "source": item.source,
                                   "status": item.status, "reason": item.reason})  # fmt: skip
             if batch:
-                target = torch.stack([c.video for c in batch]).to(plan.device)
-                recon = vae.reconstruct(target.to(DTYPES[cell.dtype]), mode).float()
-                if vs_full is not None:  # what the tiling alone changes, frame by frame
-                    full = vae.reconstruct(target.to(DTYPES[cell.dtype]), FULL).float()
-                finite = torch.isfinite(recon).flatten(1).all(dim=1)
-                for clip, ok in zip(batch, finite.tolist(), strict=True):
+                with clock.stage("data"):  # 8-bit to the device, then to [-1, 1] there
+                    videos = torch.stack([c.video for c in batch])
+                    target = to_model_range(videos.to(plan.device, non_blocking=on_cuda))
+                with clock.stage("model"):
+                    recon = vae.reconstruct(target.to(dtype), mode).float()
+                    if vs_full is not None:  # what the tiling alone changes, frame by frame
+                        full = vae.reconstruct(target.to(dtype), FULL).float()
+                    finite = torch.isfinite(recon).flatten(1).all(dim=1)
+                ok = finite.tolist()
+                for index, clip in enumerate(batch):
+                    reason = "" if ok[index] else "reconstruction has NaN/Inf values"
                     row = {**clip_base, "clip": clip.clip_id, "source": clip.source,
-                           "start": clip.start, "status": "ok" if ok else "nonfinite",
-                           "reason": "" if ok else "reconstruction has NaN/Inf values"}  # fmt: skip
+                           "start": clip.start, "status": "ok" if ok[index] else "nonfinite",
+                           "reason": reason}  # fmt: skip
                     clip_rows.append(row)
-                    if ok:
+                    if ok[index]:
                         evaluated.append(row)
-                nonfinite += int((~finite).sum())
-                if finite.any():
-                    for metric in [*metrics, *([rfvd] if rfvd is not None else [])]:
-                        if not any(metric is m for m in against_full):
+                        for observer in observers:
+                            observer(clip.clip_id, target[index], recon[index])
+                nonfinite += ok.count(False)
+                if any(ok):
+                    with clock.stage("metrics"):
+                        for metric in against_target:
                             metric.update(target[finite], recon[finite])
-                    for metric in against_full:
-                        metric.update(full[finite], recon[finite])
+                        for metric in against_full:
+                            metric.update(full[finite], recon[finite])
             progress.update(len(batch) + len(skipped))
     progress.close()
     if distributed.context().active:  # first collective after the local work
@@ -169,38 +243,62 @@ def run_quality(cell: Cell, vae: VideoVAE, dataset: Dataset, plan: Plan, base: d
         notes.append(f"{nonfinite} clips with non-finite reconstructions excluded")
     notes += caveats
     message = "; ".join(notes)
+    data_protocol = dataset.evaluation_protocol(settings["max_clips"])
     results, frames = [], []
-    for metric in [*metrics, *([rfvd] if rfvd is not None else [])]:
-        row = {**base, "protocol": f"{dataset.protocol};{metric.protocol}",
-               "metric": metric.name, "unit": metric.unit, "n": n, "message": message}  # fmt: skip
-        if n == 0:
-            reason = "; ".join(["no clip could be evaluated", *notes])
-            results.append({**row, "value": math.nan, "status": "error", "message": reason})
-            continue
-        if metric is rfvd:
-            results.append(_rfvd_row(rfvd, row, plan, nonfinite))
-            continue
-        per_clip = metric.per_clip().double().cpu().numpy()
-        for clip_row, value in zip(evaluated, per_clip, strict=True):
-            clip_row[metric.name] = float(value)
-        low, high = mean_ci(per_clip)
-        results.append({**row, "value": float(metric.compute()), "ci_low": low, "ci_high": high,
-                        "status": "ok"})  # fmt: skip
-        for index, value in enumerate(metric.per_frame().double().cpu().tolist()):
-            if math.isnan(value):  # e.g. no frame transition into frame 0
+    with clock.stage("metrics"):
+        for metric in [*metrics, *([rfvd] if rfvd is not None else [])]:
+            row = {**base, "protocol": f"{data_protocol};{metric.protocol}", "n": n,
+                   "metric": metric.name, "unit": metric.unit, "message": message}  # fmt: skip
+            if n == 0:
+                reason = "; ".join(["no clip could be evaluated", *notes])
+                results.append({**row, "value": math.nan, "status": "error", "message": reason})
                 continue
-            position = group_position(index, vae.spec)
-            frames.append({**clip_base, "metric": metric.name, "frame": index,
-                           "group_position": position, "value": value,
-                           "n": n})  # fmt: skip
+            if metric is rfvd:
+                results.append(_rfvd_row(rfvd, row, plan, nonfinite))
+                continue
+            per_clip = metric.per_clip().double().cpu().numpy()
+            for clip_row, value in zip(evaluated, per_clip, strict=True):
+                clip_row[metric.name] = float(value)
+            low, high = mean_ci(per_clip)
+            results.append({**row, "value": float(metric.compute()), "ci_low": low,
+                            "ci_high": high, "status": "ok"})  # fmt: skip
+            for index, value in enumerate(metric.per_frame().double().cpu().tolist()):
+                if math.isnan(value):  # e.g. no frame transition into frame 0
+                    continue
+                position = group_position(index, vae.spec)
+                frames.append({**clip_base, "metric": metric.name, "frame": index,
+                               "group_position": position, "value": value,
+                               "n": n})  # fmt: skip
     if vs_full is not None and seam_skip:
-        results += [skipped_row(base, dataset.protocol, m, seam_skip) for m in SEAM_METRICS]
+        results += [skipped_row(base, data_protocol, m, seam_skip) for m in SEAM_METRICS]
     if plan.lpips_skip_reason and "lpips" in plan.sweep.quality.metrics:
-        results.append(skipped_row(base, dataset.protocol, "lpips", plan.lpips_skip_reason))
+        results.append(skipped_row(base, data_protocol, "lpips", plan.lpips_skip_reason))
     if "rfvd" in plan.sweep.quality.metrics and (plan.fvd.skip_reason or rfvd_skip):
         reason = plan.fvd.skip_reason or rfvd_skip
-        results.append(skipped_row(base, dataset.protocol, "rfvd", reason))
+        results.append(skipped_row(base, data_protocol, "rfvd", reason))
+    results += _time_rows(clock, base, plan.workers, len(local_ids))
     return results, clip_rows, frames
+
+
+def _time_rows(
+    clock: Stopwatch, base: dict[str, Any], workers: int, clips: int
+) -> list[dict[str, Any]]:
+    """Where the cell's wall time went (kind ``timing``): waiting for data (loading not
+    hidden behind the model, plus the copy to the device), the model, the metrics, and
+    the whole pass. Under torchrun: the mean over ranks."""
+    seconds = {**{name: clock.seconds[stage] for name, stage in TIME_METRICS.items()},
+               "time_total_s": clock.total()}  # fmt: skip
+    per_rank = distributed.gather(seconds)
+    ranks = len(per_rank)
+    timer = "perf_counter+cuda-sync" if clock.device.type == "cuda" else "perf_counter"
+    protocol = f"timing:workers={workers};timer={timer}"
+    message = f"mean over {ranks} ranks" if ranks > 1 else ""
+    return [
+        {**base, "kind": "timing", "protocol": protocol, "metric": name, "unit": "s",
+         "value": sum(r[name] for r in per_rank) / ranks, "n": clips, "status": "ok",
+         "message": message}  # fmt: skip
+        for name in seconds
+    ]
 
 
 def _rfvd_row(rfvd: Any, row: dict[str, Any], plan: Plan, nonfinite: int) -> dict[str, Any]:

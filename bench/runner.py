@@ -26,6 +26,7 @@ from vae_bench.adapters import RANDOM_WEIGHTS, AdapterError, InferenceMode, Vide
 from vae_bench.data import Dataset, DatasetError, load_datasets
 from vae_bench.efficiency import run_efficiency
 from vae_bench.environment import DTYPES
+from vae_bench.loader import default_workers
 from vae_bench.metrics import MetricUnavailable, build_metrics
 from vae_bench.profile import _is_oom
 from vae_bench.quality import run_quality
@@ -47,6 +48,7 @@ class Plan:
     lpips_skip_reason: str  # "" when LPIPS is computed
     fvd: FvdPlan
     requested: dict[str, int]  # cell key -> frames the sweep asked for (before the frame rule)
+    workers: int = 0  # clip-loading processes of quality cells (vae_bench.loader)
 
 
 @dataclass(frozen=True)
@@ -110,8 +112,10 @@ def _lpips_check(sweep: Sweep, device: torch.device) -> str:
     return ""
 
 
-def plan(sweep: Sweep, device: str | None = None) -> Plan:
-    """Every check that can fail, done before the first cell runs."""
+def plan(sweep: Sweep, device: str | None = None, workers: int | None = None) -> Plan:
+    """Every check that can fail, done before the first cell runs.
+
+    ``device`` and ``workers`` override the sweep's (``--device``, ``--workers``)."""
     src = sweep.source
     try:
         torch_device = environment.resolve_device(device or sweep.device)
@@ -209,9 +213,12 @@ def plan(sweep: Sweep, device: str | None = None) -> Plan:
             datasets[name].clip_ids()
         except DatasetError as error:
             raise SweepError(f"{src}: datasets: {error}") from None
-    return Plan(
-        sweep, tuple(cells.values()), datasets, torch_device, lpips_skip, fvd, requested_frames
-    )
+    if workers is None:
+        workers = sweep.data.workers if sweep.data.workers is not None else default_workers()
+    elif workers < 0:
+        raise SweepError(f"--workers: must be an integer >= 0, got {workers}")
+    return Plan(sweep, tuple(cells.values()), datasets, torch_device, lpips_skip, fvd,
+                requested_frames, workers)  # fmt: skip
 
 
 def _any_quality(sweep: Sweep) -> bool:
@@ -338,6 +345,7 @@ def run_sweep(
     *,
     run_name: str | None = None,
     device: str | None = None,
+    workers: int | None = None,
     plots: bool = True,
 ) -> Path:
     """Validate, run the unfinished cells, merge CSVs and draw plots; returns the run dir.
@@ -346,7 +354,7 @@ def run_sweep(
     run = sweep.name if run_name is None else check_run_name(run_name, "command line", "--name")
     ctx, device = distributed.setup(device or sweep.device)
     with distributed.agreement("planning"):
-        validated = plan(sweep, device)
+        validated = plan(sweep, device, workers)
     store = RunStore(Path(out_root) / run)
     if ctx.is_main:
         for note in recover(store):
@@ -398,6 +406,8 @@ def run_sweep(
     if not ctx.is_main:
         return store.root
     store.merge()
+    for line in unusable_clip_lines(store, validated.cells):
+        print(line)
     if plots:
         from vae_bench.report.plots import plot_run
 
@@ -407,3 +417,20 @@ def run_sweep(
         print(f"{len(paths)} plot files in {store.root / 'plots'}")
     return store.root
 
+
+
+def unusable_clip_lines(store: RunStore, cells: tuple[Cell, ...]) -> list[str]:
+    """One line per quality cell of the run with clips it could not evaluate: how many,
+    of which status, and the file holding each clip's reason."""
+    clips = store.read_parts("clips")
+    if clips.empty or "status" not in clips.columns:
+        return []
+    titles = {cell.key: cell.title for cell in cells}
+    bad = clips[(clips.status != "ok") & clips.cell.isin(titles)]
+    lines = []
+    for key, rows in bad.groupby("cell", sort=False):
+        total = int((clips.cell == key).sum())
+        kinds = ", ".join(f"{n} {status}" for status, n in rows.status.value_counts().items())
+        lines.append(f"{titles[key]}: {len(rows)} of {total} clips not evaluated ({kinds}); "
+                     f"reasons: {store.root / 'clips.csv'} (cell {key})")  # fmt: skip
+    return lines
