@@ -203,9 +203,9 @@ def run_quality(
                 clip_rows.append({**clip_base, "clip": item.clip_id, "source": item.source,
                                   "status": item.status, "reason": item.reason})  # fmt: skip
             if batch:
-                with clock.stage("data"):  # 8-bit to the device, then to [-1, 1] there
-                    videos = torch.stack([c.video for c in batch])
-                    target = to_model_range(videos.to(plan.device, non_blocking=on_cuda))
+                with clock.stage("data"):  # compact (8-bit) to the device, to [-1, 1] there
+                    videos = [c.video.to(plan.device, non_blocking=on_cuda) for c in batch]
+                    target = to_model_range(torch.stack(videos))
                 with clock.stage("model"):
                     recon = vae.reconstruct(target.to(dtype), mode).float()
                     if vs_full is not None:  # what the tiling alone changes, frame by frame
@@ -276,7 +276,7 @@ def run_quality(
     if "rfvd" in plan.sweep.quality.metrics and (plan.fvd.skip_reason or rfvd_skip):
         reason = plan.fvd.skip_reason or rfvd_skip
         results.append(skipped_row(base, data_protocol, "rfvd", reason))
-    results += _time_rows(clock, base, plan.workers, len(local_ids))
+    results += _time_rows(clock, base, plan.workers, len(clip_ids))
     return results, clip_rows, frames
 
 
