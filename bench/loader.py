@@ -11,6 +11,7 @@ when the model runs on CUDA. ``workers=0`` loads in the main process, the same w
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator, Sequence
 
@@ -26,15 +27,33 @@ class WorkerDied(RuntimeError):
     """A loader worker process ended without an answer (killed, out of memory, crashed)."""
 
 
-def default_workers() -> int:
-    """One worker per CPU this process may use, shared among the ranks of this node
-    (torchrun's ``LOCAL_WORLD_SIZE``), at most :data:`MAX_DEFAULT_WORKERS`."""
+def _cpus() -> int:
+    """CPUs this process may use, shared among the ranks of this node (torchrun's
+    ``LOCAL_WORLD_SIZE``)."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cpus = os.cpu_count() or 1
-    ranks = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
-    return max(1, min(MAX_DEFAULT_WORKERS, cpus // ranks))
+    return max(1, cpus // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)))
+
+
+def default_workers() -> int:
+    """One worker per CPU of this rank, at most :data:`MAX_DEFAULT_WORKERS`."""
+    return min(MAX_DEFAULT_WORKERS, _cpus())
+
+
+@contextlib.contextmanager
+def sharing_cpus(device: torch.device, workers: int) -> Iterator[None]:
+    """On a CPU device, torch's threads in this process take only the CPUs the loader
+    workers leave (at least one): more threads than free cores spin against the workers
+    and run several times slower than one. Restored afterwards."""
+    before = torch.get_num_threads()
+    if device.type == "cpu" and workers > 0:
+        torch.set_num_threads(max(1, min(before, _cpus() - workers)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class ClipRequests(torch.utils.data.Dataset):

@@ -22,7 +22,7 @@ from vae_bench.adapters import FULL, InferenceMode, VideoVAE
 from vae_bench.adapters.base import ResultWarning
 from vae_bench.data import Clip, Dataset, SkippedClip, to_model_range
 from vae_bench.environment import DTYPES
-from vae_bench.loader import load_clips
+from vae_bench.loader import load_clips, sharing_cpus
 from vae_bench.metrics import VideoMetric, build_metrics
 from vae_bench.metrics.psnr import PSNRVsFull
 from vae_bench.rows import CLIP_KEYS, mean_ci, skipped_row
@@ -197,7 +197,7 @@ def run_quality(
                        workers=plan.workers, pin_memory=on_cuda)  # fmt: skip
     progress = tqdm(total=len(local_ids), desc=f"  clips {cell.model}", unit="clip", leave=False,
                     disable=not distributed.context().is_main)  # fmt: skip
-    with collect_result_warnings() as caveats:
+    with collect_result_warnings() as caveats, sharing_cpus(plan.device, plan.workers):
         for batch, skipped in _batches(clock.timed("data", items), cell.batch_size):
             for item in skipped:
                 clip_rows.append({**clip_base, "clip": item.clip_id, "source": item.source,

@@ -193,3 +193,19 @@ def test_default_workers_share_the_cpus_among_local_ranks(monkeypatch):
     assert default_workers() == 3
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "16")
     assert default_workers() == 1
+
+
+def test_torch_threads_leave_the_workers_their_cpus(monkeypatch):
+    from vae_bench.loader import sharing_cpus
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(6)), raising=False)
+    before = torch.get_num_threads()
+    torch.set_num_threads(4)
+    try:
+        for device, workers, threads in (("cpu", 2, 4), ("cpu", 4, 2), ("cpu", 8, 1),
+                                         ("cpu", 0, 4), ("cuda", 6, 4)):  # fmt: skip
+            with sharing_cpus(torch.device(device), workers):
+                assert torch.get_num_threads() == threads
+            assert torch.get_num_threads() == 4
+    finally:
+        torch.set_num_threads(before)
