@@ -2,7 +2,8 @@
 decode loop, side by side in one run; nothing here is a pass/fail timing.
 
 The clips: real 1280x720 H.264, cut from ``$VAE_BENCH_PERF_VIDEO`` (default: the demo clip
-``../shared/data/ivvae_ori.mp4`` next to the checkout) into ``CLIPS`` files of 33+ frames.
+``../shared/data/ivvae_ori.mp4`` next to the checkout) into ``CLIPS`` files of 33 frames
+(overlapping when the source is shorter than ``CLIPS x 33`` frames).
 
 - *bare loop*: one thread of PyAV decoding each clip's 33 frames and scaling them in
   libswscale to the covering size (``frame.reformat``), nothing else: the rate a data
@@ -35,7 +36,7 @@ from vae_bench.sweep import parse_sweep
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = Path(os.environ.get("VAE_BENCH_PERF_VIDEO",
                              ROOT.parent / "shared" / "data" / "ivvae_ori.mp4"))  # fmt: skip
-CLIPS, FRAMES, SIZE = 8, 33, 256
+CLIPS, FRAMES, SIZE = 16, 33, 256
 
 
 @pytest.fixture(scope="module")
@@ -46,17 +47,16 @@ def clip_folder(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("clips")
     with av.open(str(SOURCE)) as source:
         stream = source.streams.video[0]
-        per_clip = max(FRAMES, int(stream.frames) // CLIPS)
-        frames = source.decode(stream)
-        for index in range(CLIPS):
-            with av.open(str(root / f"clip{index:02d}.mp4"), "w") as out:
-                video = out.add_stream("libx264", rate=stream.average_rate)
-                video.width, video.height, video.pix_fmt = stream.width, stream.height, "yuv420p"
-                for _ in range(per_clip):
-                    frame = next(frames)
-                    frame.pts = None
-                    out.mux(video.encode(frame))
-                out.mux(video.encode())
+        frames = [frame.to_ndarray(format="rgb24") for frame in source.decode(stream)]
+        rate, width, height = stream.average_rate, stream.width, stream.height
+    step = max(1, (len(frames) - FRAMES) // (CLIPS - 1))
+    for index in range(CLIPS):
+        with av.open(str(root / f"clip{index:02d}.mp4"), "w") as out:
+            video = out.add_stream("libx264", rate=rate)
+            video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+            for image in frames[index * step : index * step + FRAMES]:
+                out.mux(video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+            out.mux(video.encode())
     return root
 
 
