@@ -25,6 +25,7 @@ from vae_bench.environment import DTYPES
 from vae_bench.loader import load_clips, sharing_cpus
 from vae_bench.metrics import VideoMetric, build_metrics
 from vae_bench.metrics.psnr import PSNRVsFull
+from vae_bench.profile import release_free_heap
 from vae_bench.rows import CLIP_KEYS, mean_ci, skipped_row
 from vae_bench.seams import SEAM_METRICS, build_seam_metrics
 from vae_bench.sweep import Cell
@@ -147,6 +148,7 @@ class Stopwatch:
 
 _END: Any = object()
 T = TypeVar("T")
+TRIM_EVERY = 8  # clips between returns of freed heap pages to the OS
 TIME_METRICS = {"time_data_s": "data", "time_model_s": "model", "time_metrics_s": "metrics"}
 
 
@@ -230,6 +232,9 @@ def run_quality(
                         for metric in against_full:
                             metric.update(full[finite], recon[finite])
             progress.update(len(batch) + len(skipped))
+            done = len(clip_rows)
+            if done // TRIM_EVERY > (done - len(batch) - len(skipped)) // TRIM_EVERY:
+                release_free_heap()  # else glibc keeps freed clip buffers: RSS creeps up
     progress.close()
     if distributed.context().active:  # first collective after the local work
         clip_rows, evaluated, nonfinite = distributed.merge_clip_rows(
