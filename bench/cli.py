@@ -63,9 +63,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     sweep = load_sweep(args.sweep)
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        root = run_sweep(
-            sweep, args.out, run_name=args.name, device=args.device, plots=not args.no_plots
-        )
+        root = run_sweep(sweep, args.out, run_name=args.name, device=args.device,
+                         workers=args.workers, plots=not args.no_plots)  # fmt: skip
     except KeyboardInterrupt as stop:
         name = "SIGTERM" if isinstance(stop, Terminated) else "SIGINT (Ctrl-C)"
         print(f"vae-bench: stopped by {name}", file=sys.stderr)
@@ -148,6 +147,12 @@ def _cmd_html(args: argparse.Namespace) -> int:
     return 0
 
 
+def _workers(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vae-bench", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log details")
@@ -163,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="reports", help="root of run directories (default: ./reports)")
     p.add_argument("--name", default=None, help="run name (default: the sweep's name)")
     p.add_argument("--device", default=None, help="override the sweep's device (auto|cpu|cuda:N)")
+    p.add_argument("--workers", type=_workers, default=None, metavar="N",
+                   help="clip-loading processes per run (or rank); 0 loads in the main "
+                   "process (default: the sweep's data.workers, else one per CPU)")
     p.add_argument("--no-plots", action="store_true", help="CSVs only (`report` draws later)")
     p.add_argument("--offline", action="store_true", help="fetch nothing (as HF_HUB_OFFLINE=1)")
     p.set_defaults(func=_cmd_run)

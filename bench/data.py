@@ -1,7 +1,9 @@
 """Datasets: ``datasets.yaml`` -> clips ready for a model.
 
 A dataset is a deterministic list of clip ids plus a loader that turns one id into a
-float clip ``[C, T, H, W]`` in ``[-1, 1]`` at the size and length a sweep cell asks for.
+clip ``[C, T, H, W]`` at the size and length a sweep cell asks for: 8-bit levels
+(``uint8``, the compact form that travels from loader workers to the device) or float in
+``[-1, 1]``; :func:`to_model_range` turns either into the model's float input.
 Clips that cannot be used (too short, unreadable) come back as :class:`SkippedClip` with
 the reason, so a run goes on and the reason lands in the per-clip CSV.
 
@@ -13,6 +15,10 @@ the official WF-VAE evaluation's (``causalvideovae/dataset/video_dataset.py``,
 (bilinear, antialiased, ``align_corners=False``, long side truncated to an integer), then
 a centre crop whose offset is ``int(round((size - crop) / 2))``; finally scaled to
 ``[-1, 1]``. A non-square target scales so that both sides cover the target, then crops.
+With ``precision: uint8`` (the default) the same antialiased resize runs on the 8-bit
+frames (torch's integer kernel) and its output is rounded to 8-bit levels: at most one
+level away from the float result, a quarter level on average on 1280x720 H.264 footage,
+and many times cheaper; ``precision: float`` keeps the official float path exactly.
 
 Frame sampling uses a plain stride: frame ``start + i * sample_rate`` for ``i < frames``,
 so a clip spans ``(frames - 1) * sample_rate + 1`` source frames. (With sample rate 1 this
@@ -23,6 +29,7 @@ equals the official ``linspace`` selection; above 1 the official code spaces the
 from __future__ import annotations
 
 import abc
+import dataclasses
 import os
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
@@ -46,6 +53,9 @@ RESIZE_MODES = ("short_side_crop", "stretch")
 INTERPOLATIONS = ("bilinear", "bicubic", "area", "nearest-exact")
 MEDIA = ("videos", "images")
 IMAGE_EXTENSIONS = ("png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff")
+PRECISIONS = ("uint8", "float")
+#: interpolations whose 8-bit torch kernel matches the float one to within rounding
+_UINT8_KERNELS = ("bilinear", "nearest-exact")
 VIDEO_EXTENSIONS = (
     "mp4", "m4v", "mov", "mkv", "webm", "avi", "mpg", "mpeg", "ts", "flv", "wmv", "ogv",
     "3gp", "gif",
@@ -58,12 +68,27 @@ class DatasetError(ValueError):
 
 @dataclass(frozen=True)
 class Clip:
-    """One clip ready for a model: ``video`` is float32 ``[C, T, H, W]`` in ``[-1, 1]``."""
+    """One clip: ``video`` is ``[C, T, H, W]``, either ``uint8`` levels ``0..255`` or
+    float32 in ``[-1, 1]`` (see :func:`to_model_range`)."""
 
     clip_id: str
     source: str
     start: int
     video: torch.Tensor
+
+    def pin_memory(self) -> Clip:
+        """The clip in page-locked memory (called by a DataLoader with ``pin_memory``)."""
+        return dataclasses.replace(self, video=self.video.pin_memory())
+
+
+def to_model_range(video: torch.Tensor) -> torch.Tensor:
+    """A clip batch as float32 in ``[-1, 1]``: 8-bit levels are scaled, floats kept.
+
+    The scaling is the float loader's own ``x / 255 * 2 - 1``, so an unresized uint8 clip
+    gives bit-identical values to the float path."""
+    if video.dtype == torch.uint8:
+        return video.float() / 255.0 * 2.0 - 1.0
+    return video.float()
 
 
 @dataclass(frozen=True)
@@ -94,6 +119,10 @@ class Dataset(abc.ABC):
     @abc.abstractmethod
     def protocol(self) -> str:
         """Every sampling convention in one string, recorded next to each result."""
+
+    def evaluation_protocol(self, max_clips: int | None) -> str:
+        """:attr:`protocol` of an evaluation limited to the first ``max_clips`` clips."""
+        return f"{self.protocol};max_clips={max_clips}" if max_clips else self.protocol
 
     @abc.abstractmethod
     def clip_ids(self) -> list[str]:
@@ -191,6 +220,7 @@ class FolderConfig:
     max_clips: int | None = None
     extensions: tuple[str, ...] = VIDEO_EXTENSIONS
     media: str = "videos"  # images: each file is a clip of one frame
+    precision: str = "uint8"
 
     def __post_init__(self) -> None:
         for key, allowed in (
@@ -198,6 +228,7 @@ class FolderConfig:
             ("start", START_POLICIES),
             ("resize", RESIZE_MODES),
             ("interpolation", INTERPOLATIONS),
+            ("precision", PRECISIONS),
         ):
             if getattr(self, key) not in allowed:
                 raise DatasetError(
@@ -229,16 +260,21 @@ class FolderDataset(Dataset):
 
     @property
     def protocol(self) -> str:
+        return self.evaluation_protocol(None)
+
+    def evaluation_protocol(self, max_clips: int | None) -> str:
         c = self.config
         smooth = c.interpolation in ("bilinear", "bicubic")
         interp = c.interpolation + (",antialias" if c.antialias and smooth else "")
         interp += ",align_corners=False" if smooth else ""
+        interp += ",rounded-to-uint8" if c.precision == "uint8" else ""
         start = f"random(seed={c.seed})" if c.start == "random" else c.start
         media = "media=images," if c.media == "images" else ""  # videos: as before
+        limits = [n for n in (c.max_clips, max_clips) if n]
         return (
             f"folder({media}decode=pyav-rgb24(deeper:rgb48-rounded),sample_rate={c.sample_rate},start={start},"
             f"resize={c.resize}({interp}),crop=center,range=[-1,1],"
-            f"max_clips={c.max_clips if c.max_clips is not None else 'all'})"
+            f"max_clips={min(limits) if limits else 'all'})"
         )
 
     def clip_ids(self) -> list[str]:
@@ -321,7 +357,7 @@ class FolderDataset(Dataset):
                 rng = np.random.default_rng([c.seed, zlib.crc32(clip_id.encode())])
                 start = int(rng.integers(0, total - span + 1))
         wanted = range(start, start + span, c.sample_rate)
-        out = torch.empty(3, frames, height, width)
+        out = torch.empty(3, frames, height, width, dtype=_DTYPES[c.precision])
         got = decoded = 0
         with av.open(source) as container:
             if not container.streams.video:
@@ -350,10 +386,7 @@ class FolderDataset(Dataset):
                 decoded = index + 1
                 if index not in wanted:
                     continue  # decoded (the codec needs it) but not converted
-                rgb = torch.from_numpy(frame_to_rgb24(frame))
-                image = rgb.permute(2, 0, 1)[None].float() / 255.0
-                image = resize_frames(image, height, width, c.resize, c.interpolation, c.antialias)
-                out[:, got] = image[0].clamp(0.0, 1.0) * 2.0 - 1.0
+                out[:, got] = self._convert(frame_to_rgb24(frame), height, width)
                 got += 1
                 if got == frames:  # stop: later frames are never decoded
                     return Clip(clip_id, source, start, out)
@@ -369,6 +402,23 @@ class FolderDataset(Dataset):
                 "error",
             )
         return SkippedClip(clip_id, source, f"too short: {decoded} frames available, {needed}")
+
+
+    def _convert(self, rgb: np.ndarray, height: int, width: int) -> torch.Tensor:
+        """One ``uint8 [H, W, 3]`` frame resized and cropped to ``[3, height, width]``."""
+        c = self.config
+        image = torch.from_numpy(rgb).permute(2, 0, 1)[None]
+        if c.precision == "uint8" and c.interpolation in _UINT8_KERNELS:
+            return resize_frames(image, height, width, c.resize, c.interpolation, c.antialias)[0]
+        image = resize_frames(
+            image.float() / 255.0, height, width, c.resize, c.interpolation, c.antialias
+        )[0].clamp(0.0, 1.0)
+        if c.precision == "uint8":
+            return (image * 255.0).round_().to(torch.uint8)
+        return image * 2.0 - 1.0
+
+
+_DTYPES = {"uint8": torch.uint8, "float": torch.float32}
 
 
 def frame_to_rgb24(frame: av.VideoFrame) -> np.ndarray:
@@ -404,7 +454,7 @@ _COMMON_KEYS = ("kind", "description")
 _SYNTHETIC_KEYS = (*_COMMON_KEYS, "num_clips", "seed")
 _FOLDER_KEYS = (
     *_COMMON_KEYS, "root", "sample_rate", "start", "seed", "resize", "interpolation",
-    "antialias", "max_clips", "extensions", "media",
+    "antialias", "max_clips", "extensions", "media", "precision",
 )  # fmt: skip
 
 
@@ -498,6 +548,7 @@ def _build(source: str, base_dir: Path, name: str, data: Any) -> Dataset:
         max_clips=entry.integer("max_clips", None, 1),
         extensions=tuple(e.strip(". ").lower() for e in extensions),
         media=media,
+        precision=entry.choice("precision", "uint8", PRECISIONS),
     )
     return FolderDataset(name, config, source)
 

@@ -13,6 +13,7 @@ import torch
 import vae_bench
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 @functools.cache

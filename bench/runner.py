@@ -1,65 +1,44 @@
-"""Sweep -> cells -> rows. Validates everything first, then runs the unfinished cells.
+"""Sweep -> cells -> rows. Validates everything first (planning), then runs the
+unfinished cells one at a time.
 
-Each cell is either *quality* (one pass over a dataset's clips computing every metric
-at once) or *efficiency* (encode, decode and round trip timed and memory-profiled on a
-seeded input). Finished cells are stored by :class:`vae_bench.results.RunStore`, so a rerun
-of the same run resumes where it stopped.
+Each cell is either *quality* (:mod:`vae_bench.quality`: one pass over a dataset's clips
+computing every metric at once) or *efficiency* (:mod:`vae_bench.efficiency`: encode,
+decode and round trip timed and memory-profiled on a seeded input). Finished cells are
+stored by :class:`vae_bench.results.RunStore`, so a rerun of the same run resumes where it
+stopped.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
 import traceback
-import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-import numpy as np
 import torch
-from scipy import stats
 from tqdm.auto import tqdm
 
 from vae_bench import distributed, environment
-from vae_bench.adapters import (
-    FULL,
-    RANDOM_WEIGHTS,
-    AdapterError,
-    InferenceMode,
-    VideoVAE,
-    get_preset,
-)
-from vae_bench.adapters.base import ResultWarning
-from vae_bench.data import Clip, Dataset, DatasetError, SkippedClip, load_datasets
+from vae_bench.adapters import RANDOM_WEIGHTS, AdapterError, InferenceMode, VideoVAE, get_preset
+from vae_bench.data import Dataset, DatasetError, load_datasets
+from vae_bench.efficiency import run_efficiency
+from vae_bench.environment import DTYPES
 from vae_bench.fetch import Fetched, FetchError, resolve_weights
 from vae_bench.fetch.catalog import MetricNetwork, fvd_network, lpips_network
-from vae_bench.metrics import MetricUnavailable, VideoMetric, build_metrics
-from vae_bench.metrics.psnr import PSNRVsFull
-from vae_bench.profile import PhaseResult, _is_oom, profile_codec
+from vae_bench.loader import default_workers
+from vae_bench.metrics import MetricUnavailable, build_metrics
+from vae_bench.profile import _is_oom
+from vae_bench.quality import run_quality
 from vae_bench.recovery import recover
 from vae_bench.results import RunStore
-from vae_bench.samples import SampleKeeper
-from vae_bench.seams import SEAM_METRICS, build_seam_metrics
 from vae_bench.sweep import Cell, Sweep, SweepError, check_run_name
 
 log = logging.getLogger("vae_bench")
 T = TypeVar("T")
-
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-EFFICIENCY_METRICS = {
-    # metric name -> (PhaseResult attribute, unit, scale)
-    "frames_per_s": ("frames_per_s", "frames/s", 1.0),
-    "clips_per_s": ("clips_per_s", "clips/s", 1.0),
-    "peak_allocated_mb": ("peak_allocated_bytes", "MiB", 2.0**-20),
-    "peak_reserved_mb": ("peak_reserved_bytes", "MiB", 2.0**-20),
-    "nvml_used_mb": ("nvml_used_bytes", "MiB", 2.0**-20),
-    "peak_rss_mb": ("peak_rss_bytes", "MiB", 2.0**-20),
-    "rss_growth_mb": ("rss_growth_bytes", "MiB", 2.0**-20),
-}
 
 
 @dataclass(frozen=True)
@@ -73,6 +52,7 @@ class Plan:
     lpips_skip_reason: str  # "" when LPIPS is computed
     fvd: FvdPlan
     requested: dict[str, int]  # cell key -> frames the sweep asked for (before the frame rule)
+    workers: int = 0  # clip-loading processes of quality cells (vae_bench.loader)
     # (preset, weights) -> the local files of weights named by source (official, hf://, URL)
     fetched: dict[tuple[str, str], Fetched] = field(default_factory=dict)
     samples_dir: Path | None = None  # where quality cells keep reconstruction samples
@@ -206,8 +186,10 @@ def _first_fetches(function: Callable[[], T]) -> T:
     return function() if not first else result  # type: ignore[return-value]
 
 
-def plan(sweep: Sweep, device: str | None = None) -> Plan:
-    """Every check that can fail, done before the first cell runs."""
+def plan(sweep: Sweep, device: str | None = None, workers: int | None = None) -> Plan:
+    """Every check that can fail, done before the first cell runs.
+
+    ``device`` and ``workers`` override the sweep's (``--device``, ``--workers``)."""
     src = sweep.source
     try:
         torch_device = environment.resolve_device(device or sweep.device)
@@ -330,9 +312,13 @@ def plan(sweep: Sweep, device: str | None = None) -> Plan:
                            f"(an image folder); frames {asked} requested: use frames: [1]")
     if missing:
         raise SweepError(f"{src}: datasets: {' | '.join(missing)}")
+    if workers is None:
+        workers = sweep.data.workers if sweep.data.workers is not None else default_workers()
+    elif workers < 0:
+        raise SweepError(f"--workers: must be an integer >= 0, got {workers}")
     return Plan(
         sweep, tuple(cells.values()), datasets, torch_device, lpips_skip, fvd, requested_frames,
-        fetched,
+        workers, fetched,
     )  # fmt: skip
 
 
@@ -408,306 +394,6 @@ def _cell_columns(
     }  # fmt: skip
 
 
-def _mean_ci(values: np.ndarray) -> tuple[float, float]:
-    """95% Student-t interval of the mean over clips (nan when undefined)."""
-    finite = values[np.isfinite(values)]
-    if len(finite) < 2 or len(finite) != len(values):
-        return math.nan, math.nan
-    sem = stats.sem(finite)
-    if sem == 0:
-        return float(finite.mean()), float(finite.mean())
-    low, high = stats.t.interval(0.95, len(finite) - 1, loc=finite.mean(), scale=sem)
-    return float(low), float(high)
-
-
-def _batches(
-    items: Iterator[Clip | SkippedClip], size: int
-) -> Iterator[tuple[list[Clip], list[SkippedClip]]]:
-    batch: list[Clip] = []
-    skipped: list[SkippedClip] = []
-    for item in items:
-        if isinstance(item, SkippedClip):
-            skipped.append(item)
-            continue
-        batch.append(item)
-        if len(batch) == size:
-            yield batch, skipped
-            batch, skipped = [], []
-    if batch or skipped:
-        yield batch, skipped
-
-
-CLIP_KEYS = ("run", "cell", "model", "weights", "dataset", "height", "width", "frames", "dtype",
-             "mode", "device")  # fmt: skip
-
-
-def _build_rfvd(settings: dict[str, Any], cell: Cell, dataset: Dataset, plan: Plan):
-    """The rFVD metric of a cell, or the reason it cannot run (too few frames)."""
-    from vae_bench.fvd import MIN_FRAMES, RFVD, StatsCache
-
-    if cell.frames < MIN_FRAMES:
-        return None, f"rFVD's I3D needs at least {MIN_FRAMES} frames; this cell has {cell.frames}"
-    legacy = settings["fvd_protocol"] == "rfvd-legacy-batch"
-    metric = RFVD(settings["fvd_extractor"], settings["fvd_weights"], legacy_batch=legacy)
-    metric.real_key = (  # originals' statistics depend on the clips and their size
-        f"{dataset.name};{dataset.protocol};{cell.height}x{cell.width}x{cell.frames};"
-        f"max_clips={settings['max_clips']}"
-    )
-    if not legacy:
-        cached = StatsCache().load(metric.real_key, metric.protocol, metric.extractor.name)
-        if distributed.all_true(cached is not None):  # every rank, or none, uses the cache
-            metric = RFVD(metric.extractor, real_stats=cached)
-            metric.real_key = None  # nothing to save
-    return metric.to(plan.device), ""
-
-
-def group_position(frame: int, spec: Any) -> int:
-    """A frame's place in its temporal compression group: causal VAEs encode frame 0
-    alone (position 0), then groups of ``temporal_factor`` frames (positions 1..k);
-    non-causal ones groups of k from frame 0 (0..k-1). Image VAEs: always 0."""
-    k = spec.temporal_factor
-    if k <= 1:
-        return 0
-    if spec.causal:
-        return 0 if frame == 0 else (frame - 1) % k + 1
-    return frame % k
-
-
-def _skipped_row(base: dict[str, Any], protocol: str, metric: str, reason: str) -> dict[str, Any]:
-    return {**base, "protocol": protocol, "metric": metric, "n": 0, "value": math.nan,
-            "status": "skipped", "message": reason}  # fmt: skip
-
-
-@contextlib.contextmanager
-def collect_result_warnings() -> Iterator[list[str]]:
-    """Collect the adapters' :class:`ResultWarning` texts (each once, in order) for the
-    rows' message; other warnings are shown as usual."""
-    caveats: list[str] = []
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ResultWarning)
-        yield caveats
-    for warning in caught:
-        if issubclass(warning.category, ResultWarning):
-            if str(warning.message) not in caveats:
-                caveats.append(str(warning.message))
-        else:
-            warnings.warn_explicit(
-                warning.message, warning.category, warning.filename, warning.lineno
-            )
-
-
-def run_quality(cell: Cell, vae: VideoVAE, dataset: Dataset, plan: Plan, base: dict[str, Any]):
-    """One pass over the clips computing every metric; returns (results, clips, frames)."""
-    settings = json.loads(cell.settings)
-    names = [m for m in settings["metrics"] if m not in ("rfvd", "rfid")]  # set-level ones
-    metrics: list[VideoMetric] = build_metrics(
-        names,
-        device=plan.device,
-        lpips_net=settings["lpips_net"],
-        convention=settings.get("convention", "suite"),
-    )
-    vs_full = PSNRVsFull().to(plan.device) if cell.mode != "full" else None
-    seams, seam_skip = build_seam_metrics(cell.mode, vae.spec, cell.frames, cell.height,
-                                          cell.width)  # fmt: skip
-    against_full = [m.to(plan.device) for m in [vs_full, *seams] if m is not None]
-    metrics += against_full
-    rfvd, rfvd_skip = None, ""
-    if "rfvd" in settings["metrics"]:
-        rfvd, rfvd_skip = _build_rfvd(settings, cell, dataset, plan)
-    rfid = None
-    if "rfid" in settings["metrics"]:
-        from vae_bench.metrics.rfid import RFID
-
-        rfid = RFID(settings.get("fid_weights")).to(plan.device)
-    whole_set = [m for m in (rfvd, rfid) if m is not None]  # one value per cell
-    clip_ids = dataset.clip_ids()
-    if settings["max_clips"]:
-        clip_ids = clip_ids[: settings["max_clips"]]
-    local_ids = distributed.shard(clip_ids)  # all of them in a single process
-    mode = InferenceMode.parse(cell.mode)
-    clip_base = {k: base[k] for k in CLIP_KEYS}
-    clip_rows: list[dict[str, Any]] = []
-    evaluated: list[dict[str, Any]] = []
-    nonfinite = 0
-    items = dataset.iter_clips(cell.frames, cell.height, cell.width, clip_ids=local_ids)
-    keeper = SampleKeeper.for_cell(cell, vae.spec, local_ids, plan.samples_dir, plan.sweep.quality)
-    progress = tqdm(total=len(local_ids), desc=f"  clips {cell.model}", unit="clip", leave=False,
-                    disable=not distributed.context().is_main)  # fmt: skip
-    with collect_result_warnings() as caveats:
-        for batch, skipped in _batches(items, cell.batch_size):
-            for item in skipped:
-                clip_rows.append({**clip_base, "clip": item.clip_id, "source": item.source,
-                                  "status": item.status, "reason": item.reason})  # fmt: skip
-            if batch:
-                target = torch.stack([c.video for c in batch]).to(plan.device)
-                recon = vae.reconstruct(target.to(DTYPES[cell.dtype]), mode).float()
-                keeper.offer([c.clip_id for c in batch], target, recon)
-                if vs_full is not None:  # what the tiling alone changes, frame by frame
-                    full = vae.reconstruct(target.to(DTYPES[cell.dtype]), FULL).float()
-                finite = torch.isfinite(recon).flatten(1).all(dim=1)
-                for clip, ok in zip(batch, finite.tolist(), strict=True):
-                    row = {**clip_base, "clip": clip.clip_id, "source": clip.source,
-                           "start": clip.start, "status": "ok" if ok else "nonfinite",
-                           "reason": "" if ok else "reconstruction has NaN/Inf values"}  # fmt: skip
-                    clip_rows.append(row)
-                    if ok:
-                        evaluated.append(row)
-                nonfinite += int((~finite).sum())
-                if finite.any():
-                    for metric in [*metrics, *whole_set]:
-                        if not any(metric is m for m in against_full):
-                            metric.update(target[finite], recon[finite])
-                    for metric in against_full:
-                        metric.update(full[finite], recon[finite])
-            progress.update(len(batch) + len(skipped))
-    progress.close()
-    keeper.write()
-    if distributed.context().active:  # first collective after the local work
-        clip_rows, evaluated, nonfinite = distributed.merge_clip_rows(
-            clip_rows, clip_ids, nonfinite
-        )
-
-    n = len(evaluated)
-    unusable = len(clip_rows) - n - nonfinite
-    notes = [f"{unusable} clips skipped"] if unusable else []
-    if nonfinite:
-        notes.append(f"{nonfinite} clips with non-finite reconstructions excluded")
-    notes += caveats
-    message = "; ".join(notes)
-    results, frames = [], []
-    for metric in [*metrics, *whole_set]:
-        row = {**base, "protocol": f"{dataset.protocol};{metric.protocol}",
-               "metric": metric.name, "unit": metric.unit, "n": n, "message": message}  # fmt: skip
-        if n == 0:
-            reason = "; ".join(["no clip could be evaluated", *notes])
-            results.append({**row, "value": math.nan, "status": "error", "message": reason})
-            continue
-        if metric is rfvd:
-            results.append(_rfvd_row(rfvd, row, plan, nonfinite))
-            continue
-        if metric is rfid:
-            try:  # every rank takes part in compute's sync
-                value = float(rfid.compute())
-            except RuntimeError as error:  # fewer than two frames per set
-                results.append({**row, "value": math.nan, "status": "skipped",
-                                "message": f"rFID: {error}"})
-                continue
-            results.append({**row, "value": value, "status": "ok"})
-            continue
-        per_clip = metric.per_clip().double().cpu().numpy()
-        for clip_row, value in zip(evaluated, per_clip, strict=True):
-            clip_row[metric.name] = float(value)
-        low, high = _mean_ci(per_clip)
-        results.append({**row, "value": float(metric.compute()), "ci_low": low, "ci_high": high,
-                        "status": "ok"})  # fmt: skip
-        for index, value in enumerate(metric.per_frame().double().cpu().tolist()):
-            if math.isnan(value):  # e.g. no frame transition into frame 0
-                continue
-            position = group_position(index, vae.spec)
-            frames.append({**clip_base, "metric": metric.name, "frame": index,
-                           "group_position": position, "value": value,
-                           "n": n})  # fmt: skip
-    if vs_full is not None and seam_skip:
-        results += [_skipped_row(base, dataset.protocol, m, seam_skip) for m in SEAM_METRICS]
-    if plan.lpips_skip_reason and "lpips" in plan.sweep.quality.metrics:
-        results.append(_skipped_row(base, dataset.protocol, "lpips", plan.lpips_skip_reason))
-    if "rfvd" in plan.sweep.quality.metrics and (plan.fvd.skip_reason or rfvd_skip):
-        reason = plan.fvd.skip_reason or rfvd_skip
-        results.append(_skipped_row(base, dataset.protocol, "rfvd", reason))
-    return results, clip_rows, frames
-
-
-def _rfvd_row(rfvd: Any, row: dict[str, Any], plan: Plan, nonfinite: int) -> dict[str, Any]:
-    """The set-level rFVD row; the originals' statistics are cached for the next model."""
-    import warnings
-
-    from vae_bench.fvd import StatsCache
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        value = float(rfvd.compute())
-    notes = [row["message"], plan.fvd.note, *(str(w.message) for w in caught)]
-    if rfvd.real_key is not None and nonfinite == 0:  # cache only a complete original set
-        real = rfvd.real_feature_stats()  # on every rank: it gathers the states
-        if distributed.context().is_main:
-            StatsCache().save(rfvd.real_key, rfvd.protocol, rfvd.extractor.name, real)
-    return {**row, "value": value, "n": rfvd.n, "status": "ok",
-            "message": "; ".join(note for note in notes if note)}  # fmt: skip
-
-
-def run_efficiency(cell: Cell, vae: VideoVAE, plan: Plan, base: dict[str, Any]):
-    settings = json.loads(cell.settings)
-    generator = torch.Generator().manual_seed(settings["seed"])
-    shape = (cell.batch_size, 3, cell.frames, cell.height, cell.width)
-    video = (torch.rand(shape, generator=generator) * 2 - 1).to(plan.device, DTYPES[cell.dtype])
-    mode = InferenceMode.parse(cell.mode)
-    phases = profile_codec(
-        lambda v: vae.encode(v, mode),
-        lambda z: vae.decode(z, mode),
-        video,
-        warmup=settings["warmup"],
-        repeats=settings["repeats"],
-    )
-    timer = "cuda-events" if plan.device.type == "cuda" else "perf_counter"
-    protocol = (
-        f"efficiency:warmup={settings['warmup']};repeats={settings['repeats']};"
-        f"timer={timer};input=uniform[-1,1],seed={settings['seed']}"
-    )
-    return [row for phase in phases for row in _phase_rows(phase, base, protocol)], [], []
-
-
-def _phase_rows(phase: PhaseResult, base: dict[str, Any], protocol: str) -> list[dict[str, Any]]:
-    common = {**base, "protocol": protocol, "phase": phase.phase, "n": len(phase.times_s)}
-    if phase.status != "ok":
-        return [
-            {
-                **common,
-                "metric": "latency_s",
-                "unit": "s",
-                "value": math.nan,
-                "status": phase.status,
-                "message": phase.message,
-            }
-        ]
-    rows = [
-        {
-            **common,
-            "metric": "latency_s",
-            "unit": "s",
-            "value": phase.median_s,
-            "p10": phase.p10_s,
-            "p90": phase.p90_s,
-            "status": "ok",
-            "message": "",
-        }
-    ]
-    for name, (attribute, unit, scale) in EFFICIENCY_METRICS.items():
-        value = getattr(phase, attribute)
-        if value is None:
-            rows.append(
-                {
-                    **common,
-                    "metric": name,
-                    "unit": unit,
-                    "value": math.nan,
-                    "status": "unavailable",
-                    "message": f"{name} not available on this device",
-                }
-            )
-        else:
-            rows.append(
-                {
-                    **common,
-                    "metric": name,
-                    "unit": unit,
-                    "value": float(value) * scale,
-                    "status": "ok",
-                    "message": "",
-                }
-            )
-    return rows
-
-
 def execute(cell: Cell, plan: Plan, cache: ModelCache, run: str):
     """Run one cell; an error becomes rows with status ``error`` (retried on resume)."""
 
@@ -770,6 +456,7 @@ def run_sweep(
     *,
     run_name: str | None = None,
     device: str | None = None,
+    workers: int | None = None,
     plots: bool = True,
 ) -> Path:
     """Validate, run the unfinished cells, merge CSVs and draw plots; returns the run dir.
@@ -778,7 +465,7 @@ def run_sweep(
     run = sweep.name if run_name is None else check_run_name(run_name, "command line", "--name")
     ctx, device = distributed.setup(device or sweep.device)
     with distributed.agreement("planning"):
-        validated = plan(sweep, device)
+        validated = plan(sweep, device, workers)
     store = RunStore(Path(out_root) / run)
     validated = replace(validated, samples_dir=store.root / "samples")
     if ctx.is_main:
@@ -835,6 +522,8 @@ def run_sweep(
     if not ctx.is_main:
         return store.root
     store.merge()
+    for line in unusable_clip_lines(store, validated.cells):
+        print(line)
     if plots:
         from vae_bench.report.plots import plot_run
 
@@ -843,3 +532,20 @@ def run_sweep(
         )
         print(f"{len(paths)} plot files in {store.root / 'plots'}")
     return store.root
+
+
+def unusable_clip_lines(store: RunStore, cells: tuple[Cell, ...]) -> list[str]:
+    """One line per quality cell of the run with clips it could not evaluate: how many,
+    of which status, and the file holding each clip's reason."""
+    clips = store.read_parts("clips")
+    if clips.empty or "status" not in clips.columns:
+        return []
+    titles = {cell.key: cell.title for cell in cells}
+    bad = clips[(clips.status != "ok") & clips.cell.isin(titles)]
+    lines = []
+    for key, rows in bad.groupby("cell", sort=False):
+        total = int((clips.cell == key).sum())
+        kinds = ", ".join(f"{n} {status}" for status, n in rows.status.value_counts().items())
+        lines.append(f"{titles[key]}: {len(rows)} of {total} clips not evaluated ({kinds}); "
+                     f"reasons: {store.root / 'clips.csv'} (cell {key})")  # fmt: skip
+    return lines

@@ -166,14 +166,11 @@ class SampleKeeper:
                    shown_frames(cell.frames, seams.frames), about,
                    bool(getattr(settings, "sample_video", False)))  # fmt: skip
 
-    def offer(self, clip_ids: Sequence[str], target: torch.Tensor, recon: torch.Tensor) -> None:
-        """A batch the loop evaluated (``[B, C, T, H, W]`` in [-1, 1]); chosen clips are kept
-        as 8-bit frames on the CPU."""
-        if self.out_dir is None:
-            return
-        for i, clip in enumerate(clip_ids):
-            if clip in self.clip_ids:
-                self._kept[clip] = (to_uint8(target[i]), to_uint8(recon[i]))
+    def offer(self, clip_id: str, target: torch.Tensor, recon: torch.Tensor) -> None:
+        """One clip the loop evaluated (``[C, T, H, W]`` in [-1, 1]; a quality loop
+        observer); a chosen clip is kept as 8-bit frames on the CPU."""
+        if self.out_dir is not None and clip_id in self.clip_ids:
+            self._kept[clip_id] = (to_uint8(target), to_uint8(recon))
 
     def write(self) -> list[Path]:
         """Write the strips (and videos) and ``index.json``; return the files written."""

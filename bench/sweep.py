@@ -14,6 +14,7 @@ the hours of cells that ran before it. Example (after ``sweeps/default.yaml``)::
     frames: [9, 17]
     dtypes: [float32]
     modes: [full]
+    data: {workers: 2}                             # clip-loading processes (default: CPUs)
 """
 
 from __future__ import annotations
@@ -84,6 +85,13 @@ class EfficiencySettings:
 
 
 @dataclass(frozen=True)
+class DataSettings:
+    """How clips are loaded (never what they contain: results do not depend on it)."""
+
+    workers: int | None = None  # loader processes; None: one per CPU (vae_bench.loader)
+
+
+@dataclass(frozen=True)
 class Sweep:
     name: str
     models: tuple[ModelEntry, ...]
@@ -96,6 +104,7 @@ class Sweep:
     datasets_file: str | None = None
     quality: QualitySettings = field(default_factory=QualitySettings)
     efficiency: EfficiencySettings = field(default_factory=EfficiencySettings)
+    data: DataSettings = field(default_factory=DataSettings)
     source: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -135,7 +144,7 @@ class Cell:
 # --- parsing ----------------------------------------------------------------------------
 _TOP_KEYS = {
     "name", "models", "datasets", "resolutions", "frames", "dtypes", "modes", "device",
-    "datasets_file", "quality", "efficiency",
+    "datasets_file", "quality", "efficiency", "data",
 }  # fmt: skip
 _MODEL_KEYS = {"preset", "weights", "quality", "efficiency", "modes"}
 
@@ -217,6 +226,11 @@ def _settings(source: str, key: str, data: Any, cls: type) -> Any:
             _positive_int(source, f"{key}.{name}", value)
         elif isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise _fail(source, f"{key}.{name}", f"must be an integer >= 0, got {value!r}")
+    if values.get("workers") is not None:
+        workers = values["workers"]
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+            raise _fail(source, f"{key}.workers", "must be an integer >= 0 (0: load in the "
+                        f"main process), got {workers!r}")  # fmt: skip
     if isinstance(values.get("metrics"), str):  # one metric written without a list
         values["metrics"] = (values["metrics"],)
     if "metrics" in values and (not isinstance(values["metrics"], tuple) or not values["metrics"]):
@@ -317,6 +331,7 @@ def parse_sweep(data: Any, source: str = "<sweep>") -> Sweep:
         datasets_file=data.get("datasets_file"),
         quality=quality,
         efficiency=_settings(source, "efficiency", data.get("efficiency"), EfficiencySettings),
+        data=_settings(source, "data", data.get("data"), DataSettings),
         source=source,
     )
 

@@ -28,6 +28,7 @@ from vae_bench.data import (
     get_dataset,
     load_datasets,
     resize_frames,
+    to_model_range,
 )
 from vae_bench.synthetic import Motion, SyntheticDataset, _waves, render_camera
 
@@ -45,7 +46,7 @@ def frame_value(index: int) -> int:
 
 def decode_index(video: torch.Tensor) -> list[int]:
     """Frame indices back from a clip whose frames are uniform ``frame_value`` images."""
-    levels = (video.mean(dim=(0, 2, 3)) + 1.0) / 2.0 * 255.0
+    levels = (to_model_range(video).mean(dim=(0, 2, 3)) + 1.0) / 2.0 * 255.0
     return [round((v - 10.0) / 12.0) for v in levels.tolist()]
 
 
@@ -226,11 +227,11 @@ def test_frame_count_from_container_or_packets(videos):
 @pytest.mark.parametrize("clip_id", ["sub/gray.mov", "sub/rgba.mov", "sub/b.mkv"])
 def test_gray_and_rgba_sources_become_rgb(videos, clip_id):
     clip = folder(videos).load(clip_id, 3, 24, 32)  # source size: no resampling, exact
-    assert clip.video.shape == (3, 3, 24, 32)
+    assert clip.video.shape == (3, 3, 24, 32) and clip.video.dtype == torch.uint8
     for k in range(3):
         expected = frame_value(k) / 255.0 * 2.0 - 1.0
         torch.testing.assert_close(
-            clip.video[:, k], torch.full((3, 24, 32), expected), atol=1e-6, rtol=0
+            to_model_range(clip.video)[:, k], torch.full((3, 24, 32), expected), atol=1e-6, rtol=0
         )
 
 
@@ -274,14 +275,16 @@ def test_square_resize_equals_torchvision_official_chain():
         torch.testing.assert_close(resize_frames(image, size, size), reference, atol=0, rtol=0)
 
 
+@pytest.mark.parametrize("precision", ["float", "uint8"])
 @pytest.mark.parametrize(("height", "width"), [(16, 16), (12, 40), (30, 20), (24, 32), (9, 7)])
-def test_folder_resize_crop_against_torch_interpolate(tmp_path, height, width):
+def test_folder_resize_crop_against_torch_interpolate(tmp_path, height, width, precision):
     """A known photo through an (intra-only, lossless) video: the decoded clip must equal
-    bilinear antialiased interpolation to the covering size, then the centre crop."""
+    bilinear antialiased interpolation to the covering size, then the centre crop; in
+    8-bit precision rounded to a level (at most one level off: the integer kernel)."""
     photo = np.ascontiguousarray(skimage.data.chelsea()[::4, ::4])  # 75 x 113
     frames = [photo, np.ascontiguousarray(photo[:, ::-1])]
     write_video(tmp_path / "photo.mov", frames, "png", "rgb24", "rgb24")
-    clip = folder(tmp_path).load("photo.mov", 2, height, width)
+    clip = folder(tmp_path, precision=precision).load("photo.mov", 2, height, width)
     assert isinstance(clip, Clip) and clip.video.shape == (3, 2, height, width)
 
     source = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255.0
@@ -294,19 +297,30 @@ def test_folder_resize_crop_against_torch_interpolate(tmp_path, height, width):
     )
     top, left = int(round((new_h - height) / 2)), int(round((new_w - width) / 2))
     expected = resized[..., top : top + height, left : left + width] * 2.0 - 1.0
-    torch.testing.assert_close(clip.video.transpose(0, 1), expected, atol=1e-6, rtol=0)
+    video = to_model_range(clip.video).transpose(0, 1)
+    if precision == "float":
+        torch.testing.assert_close(video, expected, atol=1e-6, rtol=0)
+        return
+    assert clip.video.dtype == torch.uint8
+    levels = (video - expected).abs() * 127.5
+    assert levels.max() <= 1.0 + 1e-4 and levels.mean() <= 0.5
 
 
 def test_stretch_and_bicubic_options(tmp_path):
     photo = np.ascontiguousarray(skimage.data.coffee()[::8, ::8])  # 50 x 75
     write_video(tmp_path / "p.mov", [photo], "png", "rgb24", "rgb24")
     source = torch.from_numpy(photo).permute(2, 0, 1)[None].float() / 255.0
-    stretched = folder(tmp_path, resize="stretch").load("p.mov", 1, 20, 20).video
+    stretched = folder(tmp_path, resize="stretch", precision="float").load("p.mov", 1, 20, 20)
     expected = F.interpolate(source, (20, 20), mode="bilinear", antialias=True) * 2 - 1
-    torch.testing.assert_close(stretched[:, 0], expected[0], atol=1e-6, rtol=0)
-    bicubic = folder(tmp_path, interpolation="bicubic").load("p.mov", 1, 40, 40).video
-    assert bicubic.min() >= -1 and bicubic.max() <= 1  # overshoot clamped
+    torch.testing.assert_close(stretched.video[:, 0], expected[0], atol=1e-6, rtol=0)
+    bicubic = folder(tmp_path, interpolation="bicubic", precision="float").load("p.mov", 1, 40, 40)
+    assert bicubic.video.min() >= -1 and bicubic.video.max() <= 1  # overshoot clamped
     assert "bicubic" in folder(tmp_path, interpolation="bicubic").protocol
+    # no 8-bit kernel for bicubic: resized in float, then rounded to the nearest level
+    rounded = folder(tmp_path, interpolation="bicubic").load("p.mov", 1, 40, 40).video
+    assert rounded.dtype == torch.uint8
+    torch.testing.assert_close(rounded, ((bicubic.video + 1) * 127.5).round().to(torch.uint8),
+                               atol=1, rtol=0)  # fmt: skip
 
 
 # --------------------------------------------------------------------------- folder: bad files
@@ -444,7 +458,7 @@ def test_missing_file_and_bad_requests(tmp_path):
 def test_real_footage_matches_official_chain():
     """9 frames of real 1280x720 H.264 at 64x64, against an independent PyAV decode
     through torchvision's Resize + CenterCrop (the official evaluation's transforms)."""
-    dataset = folder(IVVAE.parent, extensions=("mp4",))
+    dataset = folder(IVVAE.parent, extensions=("mp4",), precision="float")
     clip = dataset.load(IVVAE.name, 9, 64, 64)
     assert isinstance(clip, Clip) and clip.video.shape == (3, 9, 64, 64) and clip.start == 0
     with av.open(str(IVVAE)) as container:
@@ -458,6 +472,11 @@ def test_real_footage_matches_official_chain():
     torch.testing.assert_close(clip.video, reference, atol=1e-5, rtol=0)
     steps = (clip.video[:, 1:] - clip.video[:, :-1]).abs().mean(dim=(0, 2, 3))
     assert (steps > 0).all() and clip.video.std() > 0.1
+    # the default 8-bit path: the same chain, rounded to levels by the integer kernel
+    fast = folder(IVVAE.parent, extensions=("mp4",)).load(IVVAE.name, 9, 64, 64)
+    levels = (to_model_range(fast.video) - reference).abs() * 127.5
+    assert fast.video.dtype == torch.uint8 and levels.max() <= 1.0 + 1e-4
+    assert levels.mean() <= 0.5
 
 
 def test_relative_root_is_relative_to_the_file(tmp_path, monkeypatch):

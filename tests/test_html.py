@@ -83,3 +83,20 @@ def test_report_uses_existing_plots_and_includes_comparisons(tmp_path):
     assert len(images) == 2  # the plot found in plots/ and the comparison's deltas.png
     assert "Not drawn" not in text
     assert not re.search(r"https?://", text)
+
+
+def test_time_breakdown_shows_each_quality_cell_and_what_bound_it():
+    from vae_bench.report.html import _time_breakdown
+
+    base = {"kind": "timing", "status": "ok", "model": "wf-vae-l", "dataset": "clips",
+            "height": 256, "width": 256, "frames": 33, "n": 16, "cell": "q-1",
+            "protocol": "timing:workers=4;timer=perf_counter+cuda-sync"}  # fmt: skip
+    seconds = {"time_data_s": 1.0, "time_model_s": 6.0, "time_metrics_s": 2.0,
+               "time_total_s": 10.0}  # fmt: skip
+    rows = pd.DataFrame([{**base, "metric": m, "value": v} for m, v in seconds.items()]
+                        + [{**base, "kind": "quality", "metric": "psnr", "value": 30.0}])
+    text = _time_breakdown(rows)
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", text)
+    assert cells == ["wf-vae-l", "clips", "256x256x33", "16", "1.00 s (10%)", "6.00 s (60%)",
+                     "2.00 s (20%)", "10.00 s", "model", "workers=4"]
+    assert _time_breakdown(rows[rows.kind == "quality"]) == ""  # runs without timing rows

@@ -202,6 +202,36 @@ def _clip_summary(run_dir: Path) -> str:
     return text
 
 
+TIME_STAGES = {"time_data_s": "waiting for data", "time_model_s": "model",
+               "time_metrics_s": "metrics"}  # fmt: skip
+
+
+def _time_breakdown(results: pd.DataFrame) -> str:
+    """Where each quality cell's wall time went (its ``timing`` rows), and what bound it."""
+    rows = results[(results.kind == "timing") & (results.status == "ok")]
+    if rows.empty:
+        return ""
+    out = ["<table><thead><tr><th>model</th><th>dataset</th><th>size</th><th>clips</th>"
+           + "".join(f"<th>{_esc(label)}</th>" for label in TIME_STAGES.values())
+           + "<th>total</th><th>bound by</th><th>loading</th></tr></thead><tbody>"]
+    for _, cell in rows.groupby("cell", sort=False):
+        seconds = cell.set_index("metric").value
+        total = float(seconds.get("time_total_s", float("nan")))
+        first = cell.iloc[0]
+        shares = {name: float(seconds.get(name, 0.0)) for name in TIME_STAGES}
+        cells = "".join(f'<td class="num">{value:.2f} s ({value / total:.0%})</td>'
+                        for value in shares.values())  # fmt: skip
+        bound = TIME_STAGES[max(shares, key=shares.get)]
+        loading = str(first.protocol).split(":", 1)[-1].split(";")[0]
+        size = f"{first.height}x{first.width}x{first.frames}"
+        out.append(f"<tr><td>{_esc(first.model)}</td><td>{_esc(first.dataset)}</td>"
+                   f"<td>{_esc(size)}</td><td class=\"num\">{int(first.n)}</td>{cells}"
+                   f'<td class="num">{total:.2f} s</td><td>{_esc(bound)}</td>'
+                   f"<td>{_esc(loading)}</td></tr>")
+    out.append("</tbody></table>")
+    return "\n".join(out)
+
+
 def render_html(
     run_dir: str | Path,
     *,
@@ -246,6 +276,9 @@ def render_html(
         if samples:
             body += ["<h2>Reconstructions</h2>", samples]
 
+        timing = _time_breakdown(results)
+        if timing:
+            body += ["<h2>Where the time went (quality cells)</h2>", timing]
         body.append("<h2>Failures</h2>")
         body.append(_failures(results))
         clips = _clip_summary(run_dir)
@@ -278,8 +311,8 @@ def write_html_report(
     """Write ``<run>/report.html`` (or ``out``): the run's tables (every layout in
     ``layouts`` that its rows allow), its figures (``<run>/plots/*.png``, drawn afresh
     when absent) with the key to their colours and line styles, the kept reconstructions
-    per model (``<run>/samples``), failed cells, skipped clips, and any comparison or
-    gate summary saved in the run directory."""
+    per model (``<run>/samples``), where each quality cell's time went, failed cells,
+    skipped clips, and any comparison or gate summary saved in the run directory."""
     path = Path(out) if out is not None else Path(run_dir) / "report.html"
     atomic_write_text(path, render_html(run_dir, layouts=layouts, options=options,
                                         plots_dir=plots_dir))

@@ -19,7 +19,7 @@ import torch
 import yaml
 
 from tests.reliability.faulty import level, write_audio_only, write_video
-from vae_bench.data import Clip, FolderConfig, FolderDataset, SkippedClip
+from vae_bench.data import Clip, FolderConfig, FolderDataset, SkippedClip, to_model_range
 from vae_bench.results import read_results
 from vae_bench.runner import run_sweep
 from vae_bench.sweep import parse_sweep
@@ -114,13 +114,14 @@ def test_unusual_sources_are_converted_to_rgb_in_range(library, name):
     size and aspect ratio resized and cropped: every frame at its source grey level."""
     clip = FolderDataset("lib", FolderConfig(root=library)).load(name, 5, 16, 24)
     assert isinstance(clip, Clip), clip
-    assert clip.video.shape == (3, 5, 16, 24) and clip.video.dtype == torch.float32
+    assert clip.video.shape == (3, 5, 16, 24) and clip.video.dtype == torch.uint8
+    video = to_model_range(clip.video)
     expected = torch.tensor([level(k) / 255.0 * 2 - 1 for k in range(5)])
-    expected = expected[None, :, None, None].expand_as(clip.video)
+    expected = expected[None, :, None, None].expand_as(video)
     # lossless RGB/grey sources come back exactly; YUV ones within the colour conversion's
     # rounding (one 8-bit level, doubled on [-1, 1])
     exact = name in ("gray.mkv", "rgba.mov", "sixteen_bit.mov")
-    torch.testing.assert_close(clip.video, expected, rtol=0, atol=1e-6 if exact else 2.5 / 255)
+    torch.testing.assert_close(video, expected, rtol=0, atol=1e-6 if exact else 2.5 / 255)
 
 
 @pytest.mark.parametrize("name", ["ten_bit.mkv", "sixteen_bit.mov"])
@@ -135,7 +136,7 @@ def test_deep_sources_are_rounded_to_the_nearest_8_bit_level(library, name):
         wide = [frame.to_ndarray(format="rgb48le") for frame in decoded]
     levels = np.rint(np.stack(wide).astype(np.float64) / 257.0)
     reference = torch.from_numpy(levels / 255.0 * 2 - 1).permute(3, 0, 1, 2).float()
-    torch.testing.assert_close(clip.video, reference, rtol=0, atol=1e-6)
+    torch.testing.assert_close(to_model_range(clip.video), reference, rtol=0, atol=1e-6)
 
 
 def test_a_file_that_vanishes_after_the_scan_is_an_error_row(tmp_path):

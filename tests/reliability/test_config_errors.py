@@ -45,7 +45,7 @@ def run(tmp_path: Path, capsys, sweep, *extra: str) -> tuple[int, str]:
 @pytest.mark.parametrize(
     ("overrides", "problem"),
     [
-        ({"colour": "red"}, "colour: unknown key(s) ['colour']; allowed: ['datasets', "
+        ({"colour": "red"}, "colour: unknown key(s) ['colour']; allowed: ['data', 'datasets', "
          "'datasets_file', 'device', 'dtypes', 'efficiency', 'frames', 'models', 'modes', "
          "'name', 'quality', 'resolutions']"),
         ({"models": ["toy-pool", "wf-vae-xxl"]}, "models[1] (wf-vae-xxl): unknown model "

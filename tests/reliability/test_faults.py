@@ -24,6 +24,12 @@ from vae_bench.synthetic import SyntheticDataset
 CUDA_TEXT = "CUDA out of memory. Tried to allocate 20.00 GiB (GPU 0; 79.10 GiB total capacity)"
 
 
+def scored(run_dir) -> pd.DataFrame:
+    """The run's result rows without the timing rows (how long each stage took)."""
+    results = read_results(run_dir)
+    return results[results.kind != "timing"].reset_index(drop=True)
+
+
 def sweep(model: str, **overrides) -> dict:
     data = {
         "name": "faults", "device": "cpu", "models": [model], "resolutions": [32, 16],
@@ -62,7 +68,7 @@ def test_oom_in_a_quality_cell_is_a_row_with_the_size_and_the_next_cell_runs(
 ):
     faulty_preset("faulty", fault=fault, fail_from=32)
     data = sweep({"preset": "faulty", "quality": True, "efficiency": False})
-    results = read_results(run_sweep(parse_sweep(data), tmp_path, plots=False))
+    results = scored(run_sweep(parse_sweep(data), tmp_path, plots=False))
     assert len(results) == 1 + 2  # the OOM cell's row, then psnr and ssim of the 16x16 cell
     oom = results[results.height == 32].iloc[0]
     assert (oom.status, oom.metric, oom.kind) == ("oom", "cell", "quality")
@@ -80,7 +86,7 @@ def test_oom_in_an_efficiency_cell_names_the_input_and_skips_the_dependent_phase
     tmp_path, fault
 ):
     faulty_preset("faulty", fault=fault, fail_from=32)
-    results = read_results(run_sweep(parse_sweep(sweep("faulty")), tmp_path, plots=False))
+    results = scored(run_sweep(parse_sweep(sweep("faulty")), tmp_path, plots=False))
     big = results[results.height == 32].set_index("phase")
     assert list(big.index) == ["encode", "decode", "roundtrip"]  # one row each, no values
     assert list(big.status) == ["oom", "skipped", "skipped"] and big.value.isna().all()
@@ -136,7 +142,7 @@ def test_non_finite_reconstructions_are_flagged_and_the_rest_is_measured(tmp_pat
     np.testing.assert_allclose(measured, expected, rtol=1e-5)
     assert (rows.psnr[rows.status == "nonfinite"] == "").all()  # no value for them
 
-    psnr = read_results(root).set_index("metric").loc["psnr"]
+    psnr = scored(root).set_index("metric").loc["psnr"]
     assert (psnr.status, psnr.n) == ("ok", 2)
     assert psnr.message == "2 clips with non-finite reconstructions excluded"
     assert psnr.value == pytest.approx(np.mean(expected), rel=1e-5)
@@ -146,7 +152,7 @@ def test_a_cell_where_every_reconstruction_is_non_finite_is_an_error(tmp_path):
     faulty_preset("faulty", fault="nan", poison_above=-math.inf)
     data = sweep({"preset": "faulty", "quality": True, "efficiency": False}, resolutions=[16])
     root = run_sweep(parse_sweep(data), tmp_path, plots=False)
-    results = read_results(root)
+    results = scored(root)
     assert list(results.status) == ["error", "error"] and set(results.n) == {0}
     assert set(results.message) == {
         "no clip could be evaluated; 3 clips with non-finite reconstructions excluded"
@@ -168,7 +174,7 @@ def test_an_unexpected_exception_in_a_cell_is_an_error_row_and_the_run_goes_on(
 
     monkeypatch.setattr(bench_runner, "run_quality", flaky)
     data = sweep({"preset": "faulty", "quality": True, "efficiency": False})
-    results = read_results(run_sweep(parse_sweep(data), tmp_path, plots=False))
+    results = scored(run_sweep(parse_sweep(data), tmp_path, plots=False))
     failed = results[results.height == 32].iloc[0]
     assert (failed.status, failed.metric) == ("error", "cell")
     assert failed.message == "TypeError: unsupported operand type(s) for +: 'Tensor' and 'NoneType'"
@@ -180,7 +186,7 @@ def test_a_model_that_does_not_fit_on_the_device_fails_its_cells_only(tmp_path, 
     data = sweep({"preset": "faulty", "quality": True, "efficiency": False}, resolutions=[16],
                  models=[{"preset": "faulty", "quality": True, "efficiency": False},
                          {"preset": "toy-pool", "quality": True, "efficiency": False}])  # fmt: skip
-    results = read_results(run_sweep(parse_sweep(data), tmp_path, plots=False))
+    results = scored(run_sweep(parse_sweep(data), tmp_path, plots=False))
     failed = results[results.model == "faulty"].iloc[0]
     assert (failed.status, failed.metric, failed.weights) == ("oom", "cell", "random")
     assert pd.isna(failed.family) and pd.isna(failed.params)  # the model never loaded

@@ -19,6 +19,7 @@ from vae_bench.data import (
     FolderDataset,
     SkippedClip,
     load_datasets,
+    to_model_range,
 )
 from vae_bench.runner import plan
 from vae_bench.sweep import SweepError, load_sweep, parse_sweep
@@ -153,7 +154,7 @@ def _load(root: Path, name: str, data: bytes) -> Clip | SkippedClip:
     if isinstance(item, SkippedClip):
         assert item.reason and item.status in ("error", "skipped")
     else:
-        assert item.video.shape == (3, 4, 8, 8) and item.video.abs().max() <= 1
+        assert item.video.shape == (3, 4, 8, 8) and to_model_range(item.video).abs().max() <= 1
     return item
 
 

@@ -77,7 +77,7 @@ def wait_for(process: subprocess.Popen, run_dir: Path, cells: int, timeout: floa
 def comparable(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     frame = frame.drop(columns=[c for c in VOLATILE if c in frame.columns])
     if "kind" in frame.columns and "value" in frame.columns:  # efficiency values are timings
-        frame.loc[frame.kind == "efficiency", "value"] = float("nan")
+        frame.loc[frame.kind.isin(["efficiency", "timing"]), "value"] = float("nan")
     return frame.sort_values(keys).reset_index(drop=True)
 
 
