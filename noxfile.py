@@ -84,7 +84,8 @@ def wheel(session: nox.Session) -> None:
                 "-c", str(ROOT / "constraints.txt"), str(built), external=True)  # fmt: skip
     run_dir.mkdir()
     session.chdir(run_dir)
-    args = session.posargs or ["default", "--no-plots"]
+    no_cached_weights(session)  # as the baseline was made: `nox -s gate` can gate this run
+    args = session.posargs or ["default", "--no-plots", "--offline"]
     session.run(str(venv_bin / "vae-bench"), "run", *args, external=True)
 
 
@@ -137,7 +138,7 @@ def baseline(session: nox.Session) -> None:
     no_cached_weights(session)
     with tempfile.TemporaryDirectory() as tmp:
         session.run(str(bin_dir / "vae-bench"), "run", "default", "--name", "baseline",
-                    "--out", tmp, "--no-plots", external=True)
+                    "--out", tmp, "--no-plots", "--offline", external=True)
         shutil.rmtree(BASELINE, ignore_errors=True)
         BASELINE.mkdir(parents=True)
         for name in BASELINE_FILES:

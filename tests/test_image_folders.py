@@ -9,7 +9,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from vae_bench.data import SkippedClip, load_datasets
+from vae_bench.data import SkippedClip, load_datasets, to_model_range
 from vae_bench.runner import plan
 from vae_bench.sweep import SweepError, parse_sweep
 
@@ -39,7 +39,7 @@ def test_each_image_is_a_one_frame_clip(image_folder):
         clip = dataset.load(clip_id, 1, 24, 32)  # the image's own size: no resampling
         assert tuple(clip.video.shape) == (3, 1, 24, 32)
         expected = array.transpose(2, 0, 1)[:, None].astype(np.float32) / 255.0 * 2 - 1
-        np.testing.assert_allclose(clip.video.numpy(), expected, atol=1e-6)
+        np.testing.assert_allclose(to_model_range(clip.video).numpy(), expected, atol=1e-6)
 
 
 def test_more_than_one_frame_is_a_skipped_clip(image_folder):

@@ -116,7 +116,7 @@ def test_sweep_on_an_image_folder_scores_rfid(tmp_path, monkeypatch):
     import vae_bench.metrics.rfid as rfid_module
     from vae_bench.adapters import get_preset
     from vae_bench.adapters.base import InferenceMode
-    from vae_bench.data import load_datasets
+    from vae_bench.data import load_datasets, to_model_range
     from vae_bench.runner import run_sweep
     from vae_bench.sweep import parse_sweep
 
@@ -147,7 +147,7 @@ def test_sweep_on_an_image_folder_scores_rfid(tmp_path, monkeypatch):
                                                        "resize=299-bilinear(extractor);"
                                                        "frames=all;set=whole;cov=1/(n-1)")
     dataset = load_datasets(tmp_path / "datasets.yaml")["photos"]
-    target = torch.stack([c.video for c in dataset.iter_clips(1, 16, 16)])
+    target = to_model_range(torch.stack([c.video for c in dataset.iter_clips(1, 16, 16)]))
     recon = get_preset("bicubic-f8").create("random").reconstruct(target,
                                                                  InferenceMode.parse("full"))
     net = PoolProject()
