@@ -38,9 +38,8 @@ class SVDVAE(DiffusersVideoVAE):
         batch, frames = video.shape[0], video.shape[2]
         images = video.to(self.dtype).transpose(1, 2).flatten(0, 1)  # [B*T, C, H, W]
         posterior = self._vae.encode(images).latent_dist
-        return tuple(
-            x.unflatten(0, (batch, frames)).transpose(1, 2) for x in (posterior.mean, posterior.logvar)
-        )
+        moments = (posterior.mean, posterior.logvar)
+        return tuple(x.unflatten(0, (batch, frames)).transpose(1, 2) for x in moments)
 
     def _encode(self, video: torch.Tensor, mode: InferenceMode) -> torch.Tensor:
         return self._moments(video, mode)[0]
