@@ -233,3 +233,22 @@ def test_truncated_weights_are_a_clear_error(tmp_path) -> None:
     weights.write_bytes(weights.read_bytes()[:1000])
     with pytest.raises(AdapterError, match="cannot read .*not safetensors"):
         tiny_preset("AutoencoderKLKVAEVideo").create(tmp_path)
+
+
+def test_wan22_residual_patchified_structure_round_trips_and_loads(tmp_path, one_thread) -> None:
+    """Wan 2.2's layout (patch size 2 on 12 channels, residual down/up-sampling, a wider
+    decoder) in miniature: the spatial factor counts the patch."""
+    config = dict(
+        base_dim=8, decoder_base_dim=16, z_dim=4, dim_mult=[1, 2, 2], num_res_blocks=1,
+        temperal_downsample=[False, True], is_residual=True, in_channels=12, out_channels=12,
+        patch_size=2, scale_factor_spatial=8, scale_factor_temporal=2,
+    )  # fmt: skip
+    spec = {"class_name": "AutoencoderKLWan", "config": config}
+    preset = Preset("tiny-wan22", DiffusersVideoVAE, spec)
+    model = preset.create()
+    assert (model.spec.spatial_factor, model.spec.temporal_factor) == (8, 2)
+    video = tiny_clip(model)
+    recon = model.reconstruct(video)
+    assert recon.shape == video.shape and torch.isfinite(recon).all()
+    model.module.save_pretrained(tmp_path, safe_serialization=True)
+    torch.testing.assert_close(preset.create(tmp_path).reconstruct(video), recon, rtol=0, atol=0)
