@@ -69,6 +69,8 @@ class VideoFamily:
     # replicate the first frame ``temporal - 1`` times; its decode drops them again)
     front_padding: Callable[[torch.nn.Module], int] = lambda m: 0
     causal: bool = True
+    # a point latent: Cosmos encodes deterministically; the KVAE port keeps only the mean
+    deterministic: bool = False
 
     @property
     def cls(self) -> type[torch.nn.Module]:
@@ -131,7 +133,7 @@ FAMILIES: dict[str, VideoFamily] = {
         VideoFamily(
             "AutoencoderKLCosmos", "cosmos",
             lambda m: int(m.config.spatial_compression_ratio),
-            lambda m: int(m.config.temporal_compression_ratio), "none",
+            lambda m: int(m.config.temporal_compression_ratio), "none", deterministic=True,
         ),
         VideoFamily(
             "AutoencoderKLHunyuanVideo15", "hunyuanvideo-1.5",
@@ -155,7 +157,7 @@ FAMILIES: dict[str, VideoFamily] = {
         VideoFamily(
             "AutoencoderKLKVAEVideo", "kvae",
             lambda m: 2 ** (len(m.config.ch_mult) - 1),
-            lambda m: int(m.config.temporal_compress_times), "none",
+            lambda m: int(m.config.temporal_compress_times), "none", deterministic=True,
         ),
     )  # fmt: skip
     if hasattr(diffusers, family.class_name)
@@ -220,7 +222,7 @@ class DiffusersVideoVAE(VideoVAE):
 
     def _sample(self, video: torch.Tensor, mode: InferenceMode, seed: int) -> torch.Tensor:
         posterior = self._moments(video, mode)
-        if not hasattr(posterior, "logvar"):  # a deterministic encoder (Cosmos)
+        if self.kind.deterministic:
             return posterior.mode()
         return cpu_seeded_sample(posterior.mean, posterior.logvar, seed)
 
