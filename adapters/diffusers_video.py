@@ -81,7 +81,7 @@ def _latent_channels(config: Config) -> int:
     for key in ("latent_channels", "z_dim", "z_channels"):
         if config.get(key):
             return int(config[key])
-    raise AdapterError(f"no latent channel count in config {dict(config)}")
+    raise AdapterError("the config names no latent_channels, z_dim or z_channels")
 
 
 def _vidtok_front(vae: torch.nn.Module) -> int:
