@@ -24,11 +24,12 @@ def register_builtin() -> None:
         od_vae,
         resample,
         sd_vae,
+        svd_vae,
         wf_vae,
     )
 
     modules = (identity, resample, codec, wf_vae, od_vae, iv_vae, sd_vae, lite_vae)
-    for module in (*modules, diffusers_video):
+    for module in (*modules, diffusers_video, svd_vae):
         for preset in module.PRESETS:
             register(preset, replace=True)
 
