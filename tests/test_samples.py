@@ -180,3 +180,19 @@ def test_two_runs_reconstructions_side_by_side(run_dir: Path, tmp_path: Path) ->
     np.testing.assert_array_equal(rows[3], base[2 * (SIZE + GAP) :])  # baseline error
     with pytest.raises(ValueError, match="differ in size"):
         compare_strip(base, base[:, :-1], SIZE)
+
+
+def test_compare_of_two_runs_shows_their_reconstructions_side_by_side(
+    run_dir: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from vae_bench.report.compare import run_compare
+
+    other = shutil.copytree(run_dir, tmp_path / "other")
+    _, paths = run_compare(run_dir, other, out=tmp_path / "cmp")
+    pairs = sorted((tmp_path / "cmp" / "samples").glob("*.png"))
+    assert len(pairs) == 4 and set(pairs) <= set(paths)  # 2 cells x 2 kept clips
+    _, paths = run_compare(run_dir, baseline_select="mode=full", candidate_select="mode=full",
+                           out=tmp_path / "one")  # one run: no pictures to pair
+    assert not (tmp_path / "one" / "samples").exists()

@@ -764,7 +764,12 @@ def run_compare(
                               n_resamples=n_resamples, seed=seed)
     if out is None:
         out = Path(cand_run.root or ".") / "compare" / output_name(comparison)
-    return comparison, write_comparison(comparison, out)
+    paths = write_comparison(comparison, out)
+    if candidate is not None and base_run.root and cand_run.root:  # two runs: their pictures
+        from vae_bench.samples import write_sample_comparison
+
+        paths += write_sample_comparison(base_run.root, cand_run.root, Path(out) / "samples")
+    return comparison, paths
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
