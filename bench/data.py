@@ -91,6 +91,12 @@ def to_model_range(video: torch.Tensor) -> torch.Tensor:
     return video.float()
 
 
+def to_uint8_levels(video: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`to_model_range`: ``[-1, 1]`` -> ``uint8`` levels, clamped and
+    rounded as an 8-bit file of the video would hold them (any layout)."""
+    return ((video.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
 @dataclass(frozen=True)
 class SkippedClip:
     """A clip that could not be used. ``status``: ``skipped`` (it does not fit the request,

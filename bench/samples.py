@@ -32,6 +32,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from vae_bench.data import to_uint8_levels
+
 #: Gain of the error row: an error of 1/4 of the range is shown at full brightness.
 ERROR_GAIN = 4.0
 #: Frames spread over the clip in a strip (before the seam frames are added).
@@ -63,8 +65,7 @@ def shown_frames(
 
 def to_uint8(video: torch.Tensor) -> np.ndarray:
     """``[C, T, H, W]`` in [-1, 1] -> ``[T, H, W, 3]`` uint8 (grey repeated to RGB)."""
-    frames = ((video.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    frames = frames.permute(1, 2, 3, 0).cpu().numpy()
+    frames = to_uint8_levels(video).permute(1, 2, 3, 0).cpu().numpy()
     return np.repeat(frames, 3, axis=-1) if frames.shape[-1] == 1 else frames
 
 

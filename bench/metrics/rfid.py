@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 
+from vae_bench.data import to_uint8_levels
 from vae_bench.metrics.base import MetricUnavailable, check_videos
 
 WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
@@ -49,8 +50,7 @@ def find_weights(weights: str | Path | None = None) -> Path:
 
 def to_uint8_frames(video: Tensor) -> Tensor:
     """``[B, C, T, H, W]`` in [-1, 1] -> ``[B*T, C, H, W]`` uint8 (as saved to an image)."""
-    frames = video.permute(0, 2, 1, 3, 4).flatten(0, 1)
-    return ((frames.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return to_uint8_levels(video.permute(0, 2, 1, 3, 4).flatten(0, 1))
 
 
 class RFID(FrechetInceptionDistance):
