@@ -20,6 +20,7 @@ from a fixed seed.
 from __future__ import annotations
 
 import json
+import operator
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -90,6 +91,12 @@ def _vidtok_front(vae: torch.nn.Module) -> int:
     return int(vae.temporal_compression_ratio) - 1
 
 
+def _int_attr(path: str) -> Callable[[torch.nn.Module], int]:
+    """``int(model.<path>)``: a factor the model or its config states outright."""
+    get = operator.attrgetter(path)
+    return lambda model: int(get(model))
+
+
 def _product(values: Any) -> int:
     result = 1
     for value in values:
@@ -102,17 +109,17 @@ FAMILIES: dict[str, VideoFamily] = {
     for family in (
         VideoFamily(
             "AutoencoderKLCogVideoX", "cogvideox",
-            lambda m: _log2_levels(m.config), lambda m: int(m.config.temporal_compression_ratio),
+            lambda m: _log2_levels(m.config), _int_attr("config.temporal_compression_ratio"),
             "overlap",
         ),
         VideoFamily(
             "AutoencoderKLHunyuanVideo", "hunyuanvideo",
-            lambda m: int(m.config.spatial_compression_ratio),
-            lambda m: int(m.config.temporal_compression_ratio), "stride",
+            _int_attr("config.spatial_compression_ratio"),
+            _int_attr("config.temporal_compression_ratio"), "stride",
         ),
         VideoFamily(
             "AutoencoderKLLTXVideo", "ltx-video",
-            lambda m: int(m.spatial_compression_ratio), lambda m: int(m.temporal_compression_ratio),
+            _int_attr("spatial_compression_ratio"), _int_attr("temporal_compression_ratio"),
             "stride",
         ),
         VideoFamily(
@@ -127,22 +134,22 @@ FAMILIES: dict[str, VideoFamily] = {
         ),
         VideoFamily(
             "AutoencoderKLAllegro", "allegro",
-            lambda m: _log2_levels(m.config), lambda m: int(m.config.temporal_compression_ratio),
+            lambda m: _log2_levels(m.config), _int_attr("config.temporal_compression_ratio"),
             "only",
         ),
         VideoFamily(
             "AutoencoderKLCosmos", "cosmos",
-            lambda m: int(m.config.spatial_compression_ratio),
-            lambda m: int(m.config.temporal_compression_ratio), "none", deterministic=True,
+            _int_attr("config.spatial_compression_ratio"),
+            _int_attr("config.temporal_compression_ratio"), "none", deterministic=True,
         ),
         VideoFamily(
             "AutoencoderKLHunyuanVideo15", "hunyuanvideo-1.5",
-            lambda m: int(m.config.spatial_compression_ratio),
-            lambda m: int(m.config.temporal_compression_ratio), "overlap1",
+            _int_attr("config.spatial_compression_ratio"),
+            _int_attr("config.temporal_compression_ratio"), "overlap1",
         ),
         VideoFamily(
             "AutoencoderKLLTX2Video", "ltx-2",
-            lambda m: int(m.spatial_compression_ratio), lambda m: int(m.temporal_compression_ratio),
+            _int_attr("spatial_compression_ratio"), _int_attr("temporal_compression_ratio"),
             "stride",
         ),
         VideoFamily(
@@ -157,7 +164,7 @@ FAMILIES: dict[str, VideoFamily] = {
         VideoFamily(
             "AutoencoderKLKVAEVideo", "kvae",
             lambda m: 2 ** (len(m.config.ch_mult) - 1),
-            lambda m: int(m.config.temporal_compress_times), "none", deterministic=True,
+            _int_attr("config.temporal_compress_times"), "none", deterministic=True,
         ),
     )  # fmt: skip
     if hasattr(diffusers, family.class_name)
