@@ -86,11 +86,17 @@ def table_html(table: Table) -> str:
     return "\n".join(out)
 
 
-def _figure(path: Path) -> str:
+def _embedded_figure(path: Path, alt: str, caption: str, css_class: str = "") -> str:
+    """A PNG inlined as a data URI: the report is one file with no network addresses."""
     data = base64.b64encode(path.read_bytes()).decode("ascii")
+    attribute = f' class="{css_class}"' if css_class else ""
+    return (f'<figure{attribute}><img alt="{_esc(alt)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{_esc(caption)}</figcaption></figure>")
+
+
+def _figure(path: Path) -> str:
     title = path.stem.replace("_", " ")
-    return (f'<figure><img alt="{_esc(title)}" src="data:image/png;base64,{data}">'
-            f"<figcaption>{_esc(title)}</figcaption></figure>")
+    return _embedded_figure(path, title, title)
 
 
 def _key(identity: Identity) -> str:
@@ -128,20 +134,16 @@ def _samples(run_dir: Path, results: pd.DataFrame) -> str:
             out.append(f"<p>{_esc(head)}</p><div class=\"samples\">")
             frames = ", ".join(map(str, cell["shown_frames"]))
             for clip in cell["clips"]:
-                data = base64.b64encode((cell["dir"] / clip["png"]).read_bytes()).decode()
-                out.append(f'<figure><img alt="{_esc(model)} {_esc(clip["clip"])}" '
-                           f'src="data:image/png;base64,{data}"><figcaption>clip '
-                           f"{_esc(clip['clip'])}, frames {frames}</figcaption></figure>")
+                out.append(_embedded_figure(cell["dir"] / clip["png"], f"{model} {clip['clip']}",
+                                            f"clip {clip['clip']}, frames {frames}"))
             out.append("</div>")
     return "\n".join(out)
 
 
 def _sample_pair(path: Path) -> str:
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return (f'<figure class="samples"><img alt="{_esc(path.stem)}" '
-            f'src="data:image/png;base64,{data}"><figcaption>{_esc(path.stem)}: original, '
-            "baseline and candidate reconstruction, baseline and candidate |error|"
-            "</figcaption></figure>")
+    caption = (f"{path.stem}: original, baseline and candidate reconstruction, baseline and "
+               "candidate |error|")
+    return _embedded_figure(path, path.stem, caption, css_class="samples")
 
 
 def _metadata(run_dir: Path, results: pd.DataFrame) -> list[tuple[str, str]]:
