@@ -49,6 +49,23 @@ def presets() -> dict[str, Preset]:
     return dict(sorted(_PRESETS.items()))
 
 
+def family(preset: Preset) -> str:
+    """The adapter family a preset belongs to: its adapter's module, as ``wf-vae``.
+
+    Read from the module rather than the built spec, so listing needs no model build.
+    """
+    module = preset.adapter.__module__.removeprefix("vae_bench.adapters.")
+    return module.removesuffix(".adapter").split(".")[0].replace("_", "-")
+
+
+def presets_by_family() -> dict[str, list[Preset]]:
+    """Registered presets grouped by :func:`family`, both sorted by name."""
+    groups: dict[str, list[Preset]] = {}
+    for preset in presets().values():
+        groups.setdefault(family(preset), []).append(preset)
+    return dict(sorted(groups.items()))
+
+
 def get_preset(name: str) -> Preset:
     available = presets()
     if name not in available:

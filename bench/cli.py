@@ -9,11 +9,21 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from vae_bench.adapters import AdapterError
+from vae_bench.adapters import AdapterError, Preset
+
+
+def _official_weights(preset: Preset) -> str:
+    """Where a preset's released weights are, or why it has none."""
+    if preset.release:
+        fetch = " (`weights: official` fetches them)" if preset.source else ""
+        return f"{preset.release}{fetch}"
+    if preset.adapter.weights == "none":
+        return "none needed (nothing learned)"
+    return "none released: random weights, or a local checkpoint path"
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from vae_bench.adapters import presets
+    from vae_bench.adapters.registry import presets_by_family
     from vae_bench.data import load_datasets
 
     if args.sweeps:
@@ -23,10 +33,12 @@ def _cmd_list(args: argparse.Namespace) -> int:
         for name, path in sweeps.shipped().items():
             print(f"  {name:38s} {path}")
         return 0
-    print("models (presets):")
-    for name, preset in presets().items():
-        release = f"  [{preset.release}]" if preset.release else ""
-        print(f"  {name:24s} {preset.adapter.__module__:22s} {preset.description}{release}")
+    print("models (presets), by family:")
+    for family, members in presets_by_family().items():
+        print(f"  {family}")
+        for preset in members:
+            print(f"    {preset.name:24s} {preset.description}")
+            print(f"    {'':24s} official weights: {_official_weights(preset)}")
     print("\ndatasets:")
     for name, dataset in load_datasets(args.datasets).items():
         print(f"  {name:24s} {dataset.protocol}")

@@ -144,8 +144,12 @@ def test_ssim_rejects_frames_smaller_than_window() -> None:
 # ---------------------------------------------------------------- PSNR
 
 
-def test_psnr_both_conventions_match_numpy() -> None:
-    target, preds = make_pair(2, noise=0.3)
+@pytest.mark.parametrize(
+    ("shape", "noise"),
+    [((2, 3, 4, 24, 28), 0.3), ((1, 3, 5, 64, 96), 0.3), ((1, 3, 2, 64, 64), 1e-4)],
+)
+def test_psnr_both_conventions_match_numpy(shape: tuple[int, ...], noise: float) -> None:
+    target, preds = make_pair(2, shape, noise=noise)
     x, y = unit(target), unit(preds)
     frame_mse = ((x - y) ** 2).mean(axis=(1, 3, 4))  # [B, T]
     frame_psnr = 10 * np.log10(1.0 / frame_mse)
@@ -153,8 +157,9 @@ def test_psnr_both_conventions_match_numpy() -> None:
 
     psnr = run(PSNR(), (target, preds))
     clip = run(ClipPSNR(), (target, preds))
-    # float32 inputs are squared in float32 and summed in float64: ~1e-10 relative
-    rtol = 1e-9
+    # float32 inputs are squared and summed over runs of 64 pixels in float32, then summed
+    # in float64: ~1e-8 relative on the MSE, less on the PSNR
+    rtol = 1e-8
     np.testing.assert_allclose(psnr.per_clip().numpy(), frame_psnr.mean(axis=1), rtol=rtol)
     np.testing.assert_allclose(psnr.per_frame().numpy(), frame_psnr.mean(axis=0), rtol=rtol)
     np.testing.assert_allclose(clip.per_clip().numpy(), clip_psnr, rtol=rtol)
@@ -380,9 +385,9 @@ def test_per_frame_with_clips_of_different_lengths() -> None:
     long = official.psnr_frames(unit(long_t), unit(long_p))[0]
     expected = np.concatenate([(short.sum(axis=0) + long[:2]) / 3, long[2:]])
     assert metric.per_frame().shape == (4,)
-    np.testing.assert_allclose(metric.per_frame().numpy(), expected, rtol=1e-9)
+    np.testing.assert_allclose(metric.per_frame().numpy(), expected, rtol=1e-8)
     np.testing.assert_allclose(
-        metric.per_clip().numpy(), [*short.mean(axis=1), long.mean()], rtol=1e-9
+        metric.per_clip().numpy(), [*short.mean(axis=1), long.mean()], rtol=1e-8
     )
 
 

@@ -115,3 +115,30 @@ def test_list_sweeps(capsys):
     assert main(["list", "--sweeps"]) == 0
     out = capsys.readouterr().out
     assert "default" in out and "wf-vae-memory" in out
+
+
+def test_list_groups_presets_by_family_with_their_weights(capsys):
+    from vae_bench.adapters import presets
+    from vae_bench.cli import main
+
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    groups: dict[str, list[str]] = {}
+    lines = out.split("\ndatasets:")[0].splitlines()[1:]
+    for line, following in zip(lines, [*lines[1:], ""], strict=True):
+        if line.startswith("  ") and not line.startswith("   "):
+            family = line.strip()
+        elif line.startswith("    ") and line.strip() and not line.strip().startswith("official"):
+            name = line.split()[0]
+            groups.setdefault(family, []).append(name)
+            assert following.strip().startswith("official weights: "), line
+    assert sorted(n for names in groups.values() for n in names) == sorted(presets())
+    assert {"wf-vae-l-16ch", "wf-vae-l-4ch"} <= set(groups["wf-vae"])
+    assert {"identity"} == set(groups["identity"])
+    weights = dict(zip(lines[::1], lines[1::1], strict=False))
+    entry = next(line for line in lines if line.split()[:1] == ["wf-vae-l-4ch"])
+    assert "none released" in weights[entry]
+    entry = next(line for line in lines if line.split()[:1] == ["wf-vae-l-16ch"])
+    assert "huggingface.co/chestnutlzj/WF-VAE-L-16Chn" in weights[entry]
+    entry = next(line for line in lines if line.split()[:1] == ["identity"] and "latent" in line)
+    assert "none needed" in weights[entry]

@@ -17,7 +17,7 @@ from vae_bench.adapters.spatial_tiling import _blend, tiled_decode, tiled_encode
 from vae_bench.adapters.wf_vae import WFVAE, WFVAEModel
 from vae_bench.adapters.wf_vae.layers import LayerNorm
 
-PRESET_NAMES = ("wf-vae-l-16ch", "wf-vae-s-8ch")
+PRESET_NAMES = ("wf-vae-l-16ch", "wf-vae-s-8ch", "wf-vae-s-4ch", "wf-vae-l-4ch")
 TINY = {
     "base_channels": 8,
     "encoder_energy_flow_hidden_size": 8,
@@ -48,7 +48,7 @@ def tiny(request) -> WFVAE:
 # --- presets and the released layout ---------------------------------------------------
 def test_presets_registered_with_release_facts():
     registered = adapters.presets()
-    for name, channels in zip(PRESET_NAMES, (16, 8), strict=True):
+    for name, channels in zip(PRESET_NAMES, (16, 8, 4, 4), strict=True):
         with torch.device("meta"):
             spec = registered[name].create().spec
         assert (spec.family, spec.latent_channels, spec.causal) == ("wf-vae", channels, True)
@@ -64,7 +64,11 @@ def test_presets_registered_with_release_facts():
 FULL_SIZE = {
     "wf-vae-l-16ch": (84_587_040, 232_494_332, 316e6, 244),
     "wf-vae-s-8ch": (37_182_352, 110_165_436, 146e6, 260),
+    "wf-vae-s-4ch": (38_157_704, 108_339_132, 146e6, 244),
+    "wf-vae-l-4ch": (84_089_352, 232_245_500, 316e6, 244),
 }
+# The paper's Table 3 (encoder and decoder millions, rounded) for its S and L models.
+PAPER_TABLE3_MILLIONS = {"wf-vae-s-4ch": (38, 108), "wf-vae-l-4ch": (84, 232)}
 
 
 @pytest.mark.parametrize("name", PRESET_NAMES)
@@ -76,6 +80,14 @@ def test_full_size_parameter_counts(name):
     assert sum(p.numel() for p in model.decoder.parameters()) == decoder
     assert abs(encoder + decoder - published) / published < 0.01
     assert len(model.state_dict()) == keys
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_TABLE3_MILLIONS))
+def test_unreleased_4_channel_models_match_the_paper_sizes(name):
+    encoder, decoder, _, _ = FULL_SIZE[name]
+    assert (round(encoder / 1e6), round(decoder / 1e6)) == PAPER_TABLE3_MILLIONS[name]
+    preset = adapters.get_preset(name)
+    assert preset.source is None and "no release" in preset.description
 
 
 def test_full_size_key_tensor_shapes():

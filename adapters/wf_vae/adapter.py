@@ -204,4 +204,21 @@ PRESETS = (
         ),  # fmt: skip
         description="WF-VAE-S, 8 latent channels, 8x8x4 (Open-Sora Plan v1.3, 147M)",
     ),
+    # The paper's 4-channel models (its Table 1 rows) are not released: efficiency only.
+    # Widths from the paper's Table 3 (base channels 128 / 192, energy flow 128 as chosen
+    # in its Fig. 7c); its encoder/decoder sizes (38M/108M, 84M/232M) fix the rest.
+    Preset(
+        "wf-vae-s-4ch",
+        WFVAE,
+        config=_release_config(encoder_energy_flow_hidden_size=128, latent_dim=4),
+        description="WF-VAE-S, 4 latent channels, 8x8x4 (paper model, no release; 146M)",
+    ),
+    Preset(
+        "wf-vae-l-4ch",
+        WFVAE,
+        config=_release_config(
+            base_channels=192, encoder_energy_flow_hidden_size=128, latent_dim=4
+        ),
+        description="WF-VAE-L, 4 latent channels, 8x8x4 (paper model, no release; 316M)",
+    ),
 )

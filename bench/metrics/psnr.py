@@ -1,9 +1,10 @@
 """PSNR in the two conventions papers use: per-frame mean (official) and per-clip MSE.
 
 Videos are mapped to [0, 1] ((x + 1) / 2, clamped) and compared with a data range of 1;
-squared errors are summed in float64. Identical frames (MSE 0) give +inf and are kept as
-+inf: a cap would hide perfect reconstructions inside an average. The official WF-VAE
-script instead returns 100 for a batch whose mean frame PSNR is infinite;
+squared errors are summed in float64 over short runs summed in the input precision.
+Identical frames (MSE 0) give +inf and are kept as +inf: a cap would hide perfect
+reconstructions inside an average. The official WF-VAE script instead returns 100 for a
+batch whose mean frame PSNR is infinite;
 ``inf_value=100.0`` reproduces that for batches of one clip by mapping every infinite
 reported value to 100.
 """
@@ -17,18 +18,26 @@ from torch import Tensor
 
 from vae_bench.metrics.base import VideoMetric
 
+#: Pixels summed in the input precision before the float64 sum (see :func:`frame_mse`).
+PARTIAL_SUM_PIXELS = 64
+
 
 def frame_mse(target: Tensor, preds: Tensor) -> Tensor:
     """[B, T] mean squared error of each frame in [0, 1] units, float64.
 
     After clamping to [-1, 1], a [0, 1] difference is exactly half the [-1, 1] one. The
-    differences are squared in the input precision (float32 rounding: ~1e-10 relative on
-    the MSE) and summed in float64 over contiguous pixels, several times faster than a
-    float64 copy of the clip reduced over strided dimensions.
+    differences are squared in the input precision and summed in runs of
+    :data:`PARTIAL_SUM_PIXELS` contiguous values in that precision, then in float64 over
+    the runs: ~1e-8 relative on the MSE for float32 input (< 1e-7 dB), and several times
+    faster than a float64 reduction of every pixel, which CPUs do without vector units.
     """
     batch, channels, frames, height, width = target.shape
     diff = target.clamp(-1.0, 1.0).sub_(preds.clamp(-1.0, 1.0)).square_()
-    sums = diff.reshape(batch, channels, frames, -1).sum(dim=-1, dtype=torch.float64)
+    pixels = diff.reshape(batch, channels, frames, -1)
+    whole_runs = pixels.shape[-1] - pixels.shape[-1] % PARTIAL_SUM_PIXELS
+    runs = pixels[..., :whole_runs].reshape(batch, channels, frames, -1, PARTIAL_SUM_PIXELS)
+    sums = runs.sum(dim=-1).sum(dim=-1, dtype=torch.float64)
+    sums += pixels[..., whole_runs:].sum(dim=-1, dtype=torch.float64)
     return sums.sum(dim=1) / (4.0 * channels * height * width)
 
 
