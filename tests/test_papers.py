@@ -218,16 +218,20 @@ def cached_builds(monkeypatch):
     monkeypatch.setattr(Preset, "create", create)
 
 
-def _offline(sweep):
+def _offline(sweep, tmp_path: Path):
     """The sweep with offline stand-ins for what `vae-bench fetch` provides: random model
     weights (each model keeps the kinds of cells its protocol asks for) and, for metric
-    networks absent from this machine, skipped LPIPS and a random I3D."""
+    networks absent from this machine, skipped LPIPS, a random I3D and an empty file where
+    rFID's Inception weights go (planning checks the file is there; it loads nothing)."""
     models = tuple(
         dataclasses.replace(m, weights="random",
                             quality=m.quality if m.quality is not None
                             else m.weights != "random")
         for m in sweep.models)
-    quality = dataclasses.replace(sweep.quality, lpips_missing="skip", fvd_missing="random")
+    inception = tmp_path / "inception.pth"
+    inception.touch()
+    quality = dataclasses.replace(sweep.quality, lpips_missing="skip", fvd_missing="random",
+                                  fid_weights=str(inception))
     return dataclasses.replace(sweep, models=models, quality=quality)
 
 
@@ -258,7 +262,7 @@ def test_paper_sweep_plans(name, tmp_path, cached_builds):
         assert entry.weights in ("official", "random"), entry
         if entry.weights == "random":
             assert not entry.quality
-    offline = dataclasses.replace(_offline(sweep),
+    offline = dataclasses.replace(_offline(sweep, tmp_path),
                                   datasets_file=str(_datasets_file(tmp_path, roots=True)))
     cells = plan(offline, device="cpu").cells
     assert {c.model for c in cells} == {m.preset for m in sweep.models}
@@ -279,7 +283,7 @@ def test_paper_sweep_plans(name, tmp_path, cached_builds):
 @pytest.mark.parametrize("name", [n for n in PAPER_SWEEPS
                                   if set(load_sweep(n).datasets) & set(PAPER_DATASETS)])
 def test_missing_dataset_says_how_to_point_at_it(name, tmp_path, cached_builds):
-    offline = dataclasses.replace(_offline(load_sweep(name)),
+    offline = dataclasses.replace(_offline(load_sweep(name), tmp_path),
                                   datasets_file=str(_datasets_file(tmp_path, roots=False)))
     with pytest.raises(SweepError) as error:
         plan(offline, device="cpu")
