@@ -60,6 +60,35 @@ QUOTED = {
     ("Table 5", "WF-VAE-L (Ours), Chn 16, BWI yes", "panda70m-val"): dict(psnr=35.87,
                                                                          lpips=0.0175),
 }
+# Values read off the other papers' tables for this test, each checked against a relation
+# the paper states in its text or a repeat in another table (see the comments):
+# (paper, table, row, bench_dataset, mode) -> {metric: value}
+QUOTED_OTHERS = {
+    # OD-VAE Sec. 4.2: OD-VAE is 0.97 dB and 0.0315 SSIM above SD-VAE on WebVid, 0.0128 and
+    # 0.0125 SSIM above CV-VAE and OPS-VAE; LPIPS 0.0219 below CV-VAE on Panda-70M
+    ("OD-VAE", "Table 1", "OD-VAE", "webvid-val", "full"): dict(psnr=31.16, ssim=0.8694,
+                                                                 lpips=0.0586),
+    ("OD-VAE", "Table 1", "SD-VAE", "webvid-val", "full"): dict(psnr=30.19, ssim=0.8379),
+    ("OD-VAE", "Table 1", "CV-VAE", "webvid-val", "full"): dict(ssim=0.8566),
+    ("OD-VAE", "Table 1", "OPS-VAE", "webvid-val", "full"): dict(ssim=0.8569),
+    ("OD-VAE", "Table 1", "OD-VAE", "panda70m-val", "full"): dict(psnr=30.49, ssim=0.8970,
+                                                                   lpips=0.0454),
+    ("OD-VAE", "Table 1", "CV-VAE", "panda70m-val", "full"): dict(lpips=0.0673),
+    ("OD-VAE", "Table 4", "without temporal tiling", "webvid-val", "full"): dict(
+        psnr=31.05, lpips=0.0589),
+    ("OD-VAE", "Table 4", "with temporal tiling", "webvid-val", "block-wise"): dict(
+        psnr=30.98, lpips=0.0591),
+    # LiteVAE: Table 2(b) repeats the ImageNet 128, 16x16x4 rows; Tables 17 and 21 repeat
+    # the ImageNet 256, 32x32x4 LiteVAE row
+    ("LiteVAE (NeurIPS 2024)", "Table 1", "ImageNet 128, 16x16x4, VAE", "imagenet-val",
+     "full"): dict(rfid=4.54, lpips=0.164, psnr=24.25, ssim=0.69),
+    ("LiteVAE (NeurIPS 2024)", "Table 1", "ImageNet 128, 16x16x4, LiteVAE", "imagenet-val",
+     "full"): dict(rfid=4.40, lpips=0.164, psnr=24.49, ssim=0.71),
+    ("LiteVAE (NeurIPS 2024)", "Table 1", "ImageNet 256, 32x32x4, LiteVAE", "imagenet-val",
+     "full"): dict(rfid=0.87, lpips=0.157, psnr=26.02, ssim=0.74),
+    ("LiteVAE (NeurIPS 2024)", "Table 1", "ImageNet 256, 32x32x12, LiteVAE", "imagenet-val",
+     "full"): dict(rfid=0.23, lpips=0.072, psnr=30.91, ssim=0.88),
+}
 QUOTED_EFFICIENCY = {  # Sec. 4.2: encode at 512x512, 33 frames, float32, H100
     "wf-vae-l-16ch": (7170, 0.0513), "od-vae-4ch": (31944, 0.0945),
     "cogvideox-2b-vae": (35849.33, 0.1810), "": (55664, 0.3731),
@@ -92,9 +121,10 @@ def test_every_published_row_names_its_source(published):
 def test_published_values_equal_the_quoted_ones(published):
     for (table, row, dataset), metrics in QUOTED.items():
         for metric, value in metrics.items():
-            hit = published[(published.table == table) & (published.row == row)
-                             & (published.bench_dataset == dataset)
-                             & (published.metric == metric)]
+            hit = published[(published.paper == "WF-VAE (CVPR 2025)")
+                            & (published.table == table) & (published.row == row)
+                            & (published.bench_dataset == dataset)
+                            & (published.metric == metric)]
             assert len(hit) == 1, (table, row, dataset, metric)
             assert hit.value.iloc[0] == value
     fig4 = published[published.sweep == "wf-vae-fig4"]
@@ -107,6 +137,28 @@ def test_published_values_equal_the_quoted_ones(published):
     row = published[(published.table == "Table 1") & (published.metric == "rfvd")
                     & (published.row == "WF-VAE-L (Ours), Chn 4")]
     assert row.decimals.tolist() == [2, 2]
+
+
+def test_other_papers_values_equal_the_quoted_ones(published):
+    for (paper, table, row, dataset, mode), metrics in QUOTED_OTHERS.items():
+        for metric, value in metrics.items():
+            hit = published[(published.paper == paper) & (published.table == table)
+                            & (published.row == row) & (published.bench_dataset == dataset)
+                            & (published["mode"] == mode) & (published.metric == metric)]
+            assert hit.value.tolist() == [value], (paper, table, row, dataset, metric)
+    # OD-VAE Table 1 repeats the Open-Sora Plan v1.2 report's values model for model
+    od = published[(published.sweep == "od-vae-table1") & (published.preset == "od-vae-4ch")]
+    report = published[(published.sweep == "open-sora-plan-v1.2-vae")
+                       & (published.preset == "od-vae-4ch")]
+    key = ["bench_dataset", "metric"]
+    assert od.set_index(key).value.sort_index().equals(report.set_index(key).value.sort_index())
+    # efficiency tables: one reference model each, itself a published row of the table
+    for sweep, ref, n in (("od-vae-table3", "od-vae-4ch", 4), ("litevae-table3",
+                                                                "sd-vae-ft-mse", 10)):
+        rows = published[published.sweep == sweep]
+        assert len(rows) == n and set(rows.ratio_to) == {ref} and ref in set(rows.preset)
+    lite = published[published.sweep == "litevae-table3"].set_index(["preset", "metric"]).value
+    assert lite[("lite-vae-b", "memory")] == 3155 and lite[("sd-vae-ft-mse", "clips_per_s")] == 68
 
 
 def test_tolerance_is_the_largest_spread_of_repeated_reports(published):
@@ -166,26 +218,35 @@ def cached_builds(monkeypatch):
     monkeypatch.setattr(Preset, "create", create)
 
 
-def _offline(sweep):
+def _offline(sweep, tmp_path: Path):
     """The sweep with offline stand-ins for what `vae-bench fetch` provides: random model
     weights (each model keeps the kinds of cells its protocol asks for) and, for metric
-    networks absent from this machine, skipped LPIPS and a random I3D."""
+    networks absent from this machine, skipped LPIPS, a random I3D and an empty file where
+    rFID's Inception weights go (planning checks the file is there; it loads nothing)."""
     models = tuple(
         dataclasses.replace(m, weights="random",
                             quality=m.quality if m.quality is not None
                             else m.weights != "random")
         for m in sweep.models)
-    quality = dataclasses.replace(sweep.quality, lpips_missing="skip", fvd_missing="random")
+    inception = tmp_path / "inception.pth"
+    inception.touch()
+    quality = dataclasses.replace(sweep.quality, lpips_missing="skip", fvd_missing="random",
+                                  fid_weights=str(inception))
     return dataclasses.replace(sweep, models=models, quality=quality)
+
+
+# the test sets the paper sweeps name (folders of videos or images, absent here)
+PAPER_DATASETS = sorted({d for n in PAPER_SWEEPS for d in load_sweep(n).datasets} - {"synthetic"})
 
 
 def _datasets_file(tmp_path: Path, roots: bool) -> Path:
     shipped = yaml.safe_load(sweeps.datasets_file().read_text())
-    for name in ("webvid-val", "panda70m-val"):
+    for name in PAPER_DATASETS:
         root = tmp_path / name
         if roots:
             root.mkdir()
-            (root / "clip.mp4").write_bytes(b"")  # planning lists files, it decodes none
+            file = "image.png" if shipped[name].get("media") == "images" else "clip.mp4"
+            (root / file).write_bytes(b"")  # planning lists files, it decodes none
         shipped[name]["root"] = str(root)
     path = tmp_path / "datasets.yaml"
     path.write_text(yaml.safe_dump(shipped))
@@ -201,7 +262,7 @@ def test_paper_sweep_plans(name, tmp_path, cached_builds):
         assert entry.weights in ("official", "random"), entry
         if entry.weights == "random":
             assert not entry.quality
-    offline = dataclasses.replace(_offline(sweep),
+    offline = dataclasses.replace(_offline(sweep, tmp_path),
                                   datasets_file=str(_datasets_file(tmp_path, roots=True)))
     cells = plan(offline, device="cpu").cells
     assert {c.model for c in cells} == {m.preset for m in sweep.models}
@@ -220,15 +281,15 @@ def test_paper_sweep_plans(name, tmp_path, cached_builds):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", [n for n in PAPER_SWEEPS
-                                  if "webvid-val" in load_sweep(n).datasets])
+                                  if set(load_sweep(n).datasets) & set(PAPER_DATASETS)])
 def test_missing_dataset_says_how_to_point_at_it(name, tmp_path, cached_builds):
-    offline = dataclasses.replace(_offline(load_sweep(name)),
+    offline = dataclasses.replace(_offline(load_sweep(name), tmp_path),
                                   datasets_file=str(_datasets_file(tmp_path, roots=False)))
     with pytest.raises(SweepError) as error:
         plan(offline, device="cpu")
     for dataset in load_sweep(name).datasets:  # every missing one, and how to point at it
         assert re.search(rf"dataset '{dataset}': root \S*{dataset} does not exist; set the "
-                         r"dataset's `root: <folder of its videos>` in \S*datasets.yaml",
+                         r"dataset's `root: <folder of its \w+>` in \S*datasets.yaml",
                          str(error.value))
 
 
@@ -377,3 +438,44 @@ def test_shipped_values_beside_a_synthetic_run_relabelled(tiny_run):
         assert delta.endswith("(!)")  # a bicubic floor is far below the paper
     assert "WF-VAE (CVPR 2025), arXiv 2411.17459, Table 5" in text
     assert "rows WF-VAE-L (Ours), Chn 16, BWI no; WF-VAE-L (Ours), Chn 16, BWI yes" in text
+
+
+def test_new_papers_tables_beside_a_synthetic_run_relabelled(tiny_run):
+    """OD-VAE Table 4 (direct vs temporal tiling) and LiteVAE Table 3 (encoder cost as
+    ratios) against a synthetic run relabelled as those sweeps: the tiled mode takes the
+    paper's tiled row, and the suite's frames/s compares with the paper's img/s."""
+    results = read_results(tiny_run)
+    quality = results[(results.kind == "quality") & (results.model == "bicubic-f8")]
+    full = quality.assign(model="od-vae-4ch", dataset="webvid-val", run="od-vae-table4")
+    tiled = full.assign(mode="temporal_chunks(33)", cell=full.cell + "-t")
+    both = pd.concat([full, tiled], ignore_index=True)
+    text = render(with_published(build_table(both, "quality", TableOptions(ci=False)), both),
+                  "md")
+    cells = _cells(text)
+    psnr = float(full[full.metric == "psnr"].value.iloc[0])
+    for label, paper in (("od-vae-4ch (full)", 31.05), ("od-vae-4ch (temporal_chunks(33))",
+                                                        30.98)):
+        assert cells[label]["Paper (dB)"] == f"{paper:.2f}"
+        assert float(cells[label]["Δ (dB)"].split()[0]) == pytest.approx(psnr - paper,
+                                                                           abs=0.005)
+    assert "OD-VAE, arXiv 2409.01199, Table 4" in text
+
+    efficiency = results[results.kind == "efficiency"]
+    names = {"identity": "sd-vae-ft-mse", "bicubic-f8": "lite-vae-b"}
+    relabelled = efficiency.assign(model=efficiency.model.map(names), run="litevae-table3")
+    text = render(with_published(build_table(relabelled, "efficiency", TableOptions()),
+                                 relabelled), "md")
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    header = [h.strip() for h in lines[0].strip("|").split("|")]
+    row = next([c.strip() for c in line.strip("|").split("|")] for line in lines[2:]
+               if "lite-vae-b" in line)
+    encode = relabelled[(relabelled.phase == "encode")
+                        & (relabelled.metric == "frames_per_s")].set_index("model").value
+    at = header.index("encode · Throughput (frames/s) ↑")  # then ours, paper, Δ as ratios
+    assert header[at + 1] == "encode · Ours ÷ sd-vae-ft-mse"
+    assert float(row[at + 1]) == pytest.approx(encode["lite-vae-b"] / encode["sd-vae-ft-mse"],
+                                               abs=0.005)
+    assert row[at + 2] == f"{129 / 68:.2f}"  # the paper's img/s, Table 3
+    memory = next(i for i, h in enumerate(header) if h.startswith("encode · Memory"))
+    assert row[memory + 2] == f"{3155 / 8860:.2f}"
+    assert "LiteVAE (NeurIPS 2024), arXiv 2405.14477, Table 3, rows LiteVAE-B; VAE" in text

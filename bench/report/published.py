@@ -35,6 +35,9 @@ COLUMNS = ("paper", "arxiv", "source", "table", "row", "model", "preset", "chann
 CITATION = ("paper", "source", "table", "row", "model", "metric", "sweep")
 MODES = ("full", "block-wise")  # block-wise: any chunked or tiled mode of the run
 FLAG = " (!)"
+# At one clip length frames/s and clips/s differ by a constant factor, so their ratios to a
+# reference model are equal: a paper's "it/s" or "img/s" compares with either column.
+THROUGHPUTS = {"frames_per_s": ("clips_per_s",), "clips_per_s": ("frames_per_s",)}
 
 
 class PublishedError(TableError):
@@ -154,7 +157,8 @@ def _published_for(rows: pd.DataFrame, match: _Match, model: str, mode: str) -> 
         part = rows[(rows.phase == "") & (rows.bench_dataset == match.where)
                     & (rows.metric == match.metric)]
     else:
-        names = [m for m, aliases in ALIASES.items() if match.metric in aliases] + [match.metric]
+        names = [m for m, aliases in ALIASES.items() if match.metric in aliases] + [
+            match.metric, *THROUGHPUTS.get(match.metric, ())]
         part = rows[(rows.phase == match.where) & rows.metric.isin(names)]
     part = part[(part.preset == model) & (part["mode"] == wanted)]
     return part.iloc[0] if len(part) else None
