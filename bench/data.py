@@ -298,7 +298,7 @@ class FolderDataset(Dataset):
             what = "is not a directory" if root.exists() else "does not exist"
             raise DatasetError(
                 f"{self._where()}: root {root} {what}; set the dataset's `root: <folder of "
-                f"its videos>` in {self.source or 'the datasets file'} (or name another datasets "
+                f"its {self.config.media}>` in {self.source or 'the datasets file'} (or name another datasets "
                 "file in $VAE_BENCH_DATASETS or the sweep's `datasets_file: <path>`)"
             )
         extensions = {e.lower().lstrip(".") for e in self.config.extensions}
