@@ -42,6 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
+from torch.utils.data import get_worker_info
 from tqdm import tqdm
 
 ENV_VAR = "VAE_BENCH_DATASETS"
@@ -298,8 +299,9 @@ class FolderDataset(Dataset):
             what = "is not a directory" if root.exists() else "does not exist"
             raise DatasetError(
                 f"{self._where()}: root {root} {what}; set the dataset's `root: <folder of "
-                f"its {self.config.media}>` in {self.source or 'the datasets file'} (or name another datasets "
-                "file in $VAE_BENCH_DATASETS or the sweep's `datasets_file: <path>`)"
+                f"its {self.config.media}>` in {self.source or 'the datasets file'} (or name "
+                "another datasets file in $VAE_BENCH_DATASETS or the sweep's `datasets_file: "
+                "<path>`)"
             )
         extensions = {e.lower().lstrip(".") for e in self.config.extensions}
         ids = sorted(
@@ -370,6 +372,8 @@ class FolderDataset(Dataset):
                 return SkippedClip(clip_id, source, "no video stream in the file", "error")
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
+            if get_worker_info() is not None:  # the loader's workers are the parallelism:
+                stream.thread_count = 1  # decoder threads would only contend with them
             listed = int(stream.frames)  # 0 where the container does not say
             if 0 < listed < span:
                 return SkippedClip(
