@@ -38,7 +38,8 @@ def _blend(previous: torch.Tensor, tile: torch.Tensor, extent: int, dim: int) ->
     return tile
 
 
-def _starts(size: int, tile: int, stride: int, stop_at_edge: bool) -> list[int]:
+def tile_starts(size: int, tile: int, stride: int, stop_at_edge: bool = False) -> list[int]:
+    """Where tiles start along one axis of ``size`` pixels."""
     starts = []
     for start in range(0, size, stride):
         starts.append(start)
@@ -61,7 +62,7 @@ def tiled(
 
     ``stride``/``tile`` are in input pixels; ``keep`` (crop) and ``blend`` in output pixels.
     """
-    rows_at, cols_at = (_starts(size, tile, stride, stop_at_edge) for size in x.shape[-2:])
+    rows_at, cols_at = (tile_starts(size, tile, stride, stop_at_edge) for size in x.shape[-2:])
     rows = [[fn(x[..., i : i + tile, j : j + tile]) for j in cols_at] for i in rows_at]
     edge = None if stop_at_edge else keep  # the crop of the last row and column
     out_rows = []

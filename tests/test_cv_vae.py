@@ -20,6 +20,7 @@ from vae_bench.adapters.cv_vae import CVVAE, CVVAEModel, release_config
 from vae_bench.adapters.cv_vae.model import CausalConv3d, Downsample, Upsample
 from vae_bench.adapters.od_vae import TemporalTiles
 from vae_bench.adapters.spatial_tiling import tiled, tiled_decode, tiled_encode
+from vae_bench.seams import seam_layout
 
 PRESET_NAMES = ("cv-vae", "cv-vae-v1.1")
 TINY = {"ch": 32, "ch_mult": [1, 1, 1, 1]}
@@ -394,3 +395,14 @@ def test_spatial_tiles(tiny):
     assert torch.equal(tiny.encode(small, "spatial_tiles(16, 8)"), tiny.encode(small))
     with pytest.raises(AdapterError, match="multiples of the spatial factor 8"):
         tiny.encode(video, "spatial_tiles(12, 4)")
+
+
+def test_seam_layouts_follow_the_release_grids(tiny):
+    """Temporal seams where a later window's output starts (frames 16n + 1); spatial seams
+    at the tiles' starts, none past the tile that reaches the edge."""
+    spec = tiny.spec
+    assert seam_layout("temporal_chunks(16)", spec, 49, 8, 8).frames == (17, 33)
+    assert TemporalTiles(17, 0, 4, decode_size=5).seams(49) == (17, 33)
+    tiles = seam_layout("spatial_tiles(32, 8)", spec, 5, 56, 88)
+    assert (tiles.rows, tiles.cols, tiles.blend) == ((24,), (24, 48, 72), 8)
+    assert seam_layout("spatial_tiles(64, 8)", spec, 5, 64, 64).empty  # fits: runs whole
