@@ -192,6 +192,7 @@ PRESETS = (
         CVVAE,
         config=release_config(),
         source=Source(HUB, "AILab-CVC/CV-VAE", subfolder="vae3d_v1-1", files=DIFFUSERS_FILES),
-        description="CV-VAE v1.1 (retrained release, float16 weights), 4 channels, 8x8x4 (182M)",
+        description="CV-VAE v1.1 (the authors' updated weights, stored float16), 4 channels, 8x8x4 "
+        "(182M)",
     ),
 )
