@@ -17,6 +17,7 @@ def register_builtin() -> None:
     """Register the suite's own presets (entry point ``vae_bench.adapters:builtin``)."""
     from vae_bench.adapters import (
         codec,
+        cv_vae,
         diffusers_video,
         identity,
         iv_vae,
@@ -28,7 +29,7 @@ def register_builtin() -> None:
         wf_vae,
     )
 
-    modules = (identity, resample, codec, wf_vae, od_vae, iv_vae, sd_vae, lite_vae)
+    modules = (identity, resample, codec, wf_vae, od_vae, cv_vae, iv_vae, sd_vae, lite_vae)
     for module in (*modules, diffusers_video, svd_vae):
         for preset in module.PRESETS:
             register(preset, replace=True)

@@ -194,10 +194,18 @@ def read_state_dict(path: Path, use_ema: bool = True) -> tuple[dict[str, Any], s
     return select_state_dict(obj, use_ema)
 
 
-def find_weights(directory: Path, family: str, *, single_safetensors: bool = False) -> Path:
-    """The weights of a release directory: its one ``*.ckpt`` (it wins, as in the releases),
-    else diffusers weights, else (``single_safetensors``) its only ``*.safetensors``."""
-    checkpoints = sorted(directory.glob("*.ckpt"))
+def find_weights(
+    directory: Path,
+    family: str,
+    *,
+    single_safetensors: bool = False,
+    read_checkpoints: bool = True,
+) -> Path:
+    """The weights of a release directory: its one ``*.ckpt`` (it wins, as in the releases;
+    not read when ``read_checkpoints`` is false, for releases whose loader reads diffusers
+    weights only), else diffusers weights, else (``single_safetensors``) its only
+    ``*.safetensors``."""
+    checkpoints = sorted(directory.glob("*.ckpt")) if read_checkpoints else []
     if len(checkpoints) > 1:
         names = ", ".join(p.name for p in checkpoints)
         raise AdapterError(
@@ -212,8 +220,9 @@ def find_weights(directory: Path, family: str, *, single_safetensors: bool = Fal
     if single_safetensors and len(others) == 1:
         return others[0]
     extra = ", or a single *.safetensors" if single_safetensors else ""
+    ckpt = "one *.ckpt or " if read_checkpoints else ""
     present = ", ".join(sorted(p.name for p in directory.iterdir())) or "nothing"
     raise AdapterError(
-        f"{directory}: no {family} weights found (expected one *.ckpt or "
+        f"{directory}: no {family} weights found (expected {ckpt}"
         f"{' or '.join(DIFFUSERS_WEIGHTS)}{extra}; found {present})"
     )

@@ -82,6 +82,8 @@ def _od_vae_temporal(mode: InferenceMode, spec: VAESpec, frames: int) -> tuple[i
 TEMPORAL_RULES: dict[str, TemporalRule] = {"od-vae": _od_vae_temporal}
 #: Families whose spatial tiling runs a frame that fits in one tile whole (no seam).
 WHOLE_WHEN_FITS = frozenset({"od-vae", "sd-vae"})
+#: Families whose tile grid stops at the first tile that reaches the edge (CV-VAE's).
+EDGE_STOPPING = frozenset({"cv-vae"})
 
 
 def _block_seams(mode: InferenceMode, spec: VAESpec, frames: int) -> tuple[int, ...]:
@@ -104,12 +106,11 @@ def seam_layout(
         assert mode.size is not None
         if spec.family in WHOLE_WHEN_FITS and height <= mode.size and width <= mode.size:
             return SeamLayout()
-        stride = mode.size - mode.overlap
-        return SeamLayout(
-            rows=tuple(range(stride, height, stride)),
-            cols=tuple(range(stride, width, stride)),
-            blend=mode.overlap,
-        )
+        from vae_bench.adapters.spatial_tiling import tile_starts
+
+        stride, stop = mode.size - mode.overlap, spec.family in EDGE_STOPPING
+        rows, cols = (tuple(tile_starts(n, mode.size, stride, stop)[1:]) for n in (height, width))
+        return SeamLayout(rows=rows, cols=cols, blend=mode.overlap)
     return SeamLayout()
 
 

@@ -13,7 +13,9 @@ every window starts on a multiple of the temporal factor ``f``.
 with the shared frame (0, the release's Open-Sora Plan v1.2 default; ``f`` is the WF-VAE
 repository's ``tile_overlap_t = 2``). Decode windows hold half the latent frames of encode
 windows, rounded up: 33 frames (9 latent frames) to encode, 17 (5) to decode, the pair the
-release's code names. Memory is bounded by the window, whatever the clip length.
+release's code names; a model whose release sizes its decode windows otherwise passes
+``decode_size`` (CV-VAE: as many latent frames as its encode windows give). Memory is
+bounded by the window, whatever the clip length.
 """
 
 from __future__ import annotations
@@ -36,13 +38,16 @@ class TemporalTiles:
     size: int
     overlap: int
     factor: int
+    decode_size: int = 0  # latent frames per decode window; 0: the release's half, above
 
     def __post_init__(self) -> None:
         f, label = self.factor, f"temporal_chunks({self.size}, {self.overlap})"
         if self.overlap < 0 or self.overlap % f:
             raise AdapterError(f"{label}: the overlap must be a multiple of {f} frames")
         smallest = 1 + 2 * f * (1 + self.overlap // f)  # each decode window must advance
-        if (self.size - 1) % f or self.size < smallest:
+        if self.decode_size:
+            smallest = 1 + f * (1 + self.overlap // f)
+        if (self.size - 1) % f or self.size < smallest or self.decode_stride < 1:
             raise AdapterError(
                 f"{label}: the window must be 1 + {f}k frames and at least {smallest} "
                 f"with this overlap"
@@ -59,7 +64,7 @@ class TemporalTiles:
 
     @property
     def decode_latents(self) -> int:
-        return (1 + (self.size - 1) // self.factor + 1) // 2
+        return self.decode_size or (1 + (self.size - 1) // self.factor + 1) // 2
 
     @property
     def decode_stride(self) -> int:
