@@ -93,10 +93,10 @@ def load_model(path: Path, config: PipelineConfig, hint: str = "") -> Loaded:
         config_path = path / CONFIG_NAME
         if not config_path.is_file():
             raise AdapterError(f"{path}: no {CONFIG_NAME} (the release ships one with weights)")
-        weights = find_weights(path)
     else:
-        weights, config_path = path, path.parent / CONFIG_NAME
+        config_path = path.parent / CONFIG_NAME
     release = read_release_config(config_path) if config_path.is_file() else None
+    weights = find_weights(path) if path.is_dir() else path
     notes = (
         _release_notes(release, config)
         if release is not None

@@ -177,9 +177,17 @@ class TemporalEncoder(nn.Module):
         return self.conv2(self.activate(self.norm1(x)))
 
 
+def depth_to_time(x: torch.Tensor, factor: int = 2) -> torch.Tensor:
+    """``[B, C*f, T, H, W]`` to ``[B, C, T*f, H, W]``: channel ``f*c + i`` becomes frame
+    ``f*t + i`` of channel ``c``."""
+    b, c, t, h, w = x.shape
+    x = x.reshape(b, c // factor, factor, t, h, w).transpose(2, 3)
+    return x.reshape(b, c // factor, t * factor, h, w)
+
+
 class TemporalDecoder(nn.Module):
     """The encoder mirrored; time x2 by a causal conv to twice the channels followed by
-    depth-to-time (channel ``2c + t`` becomes frame ``t`` of the pair)."""
+    :func:`depth_to_time`."""
 
     def __init__(self, cfg: TemporalConfig) -> None:
         super().__init__()
@@ -216,9 +224,7 @@ class TemporalDecoder(nn.Module):
             if level > 0:
                 x = self.conv_blocks[level - 1](x)
                 if self.temporal_downsample[level - 1]:
-                    b, c, t, h, w = x.shape
-                    x = x.reshape(b, c // 2, 2, t, h, w).transpose(2, 3)
-                    x = x.reshape(b, c // 2, 2 * t, h, w)
+                    x = depth_to_time(x)
         return self.conv_out(self.activate(self.norm1(x)))
 
 
