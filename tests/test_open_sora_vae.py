@@ -20,6 +20,7 @@ from vae_bench.adapters.open_sora_vae.config import read_release_config
 from vae_bench.adapters.open_sora_vae.micro import clip_frames, latent_frames
 from vae_bench.adapters.open_sora_vae.model import CausalConv3d, TemporalVAE, depth_to_time
 from vae_bench.adapters.sd_vae import sd_config
+from vae_bench.seams import seam_layout
 
 NAME = "open-sora-vae-v1.2"
 # Four image-VAE levels (8x, as released) and the release's temporal levels, narrow.
@@ -202,6 +203,11 @@ def test_micro_blocks_are_encoded_alone(tiny):
     assert torch.equal(tiny.encode(short, "temporal_chunks(17)"), tiny.encode(short))
     latent = tiny.encode(short)
     assert torch.equal(tiny.decode(latent, "temporal_chunks(17)"), tiny.decode(latent))
+
+
+def test_seams_are_the_block_starts(tiny):
+    layout = seam_layout("temporal_chunks(17)", tiny.spec, 37, 16, 16)
+    assert layout.frames == (17, 34) and not layout.rows
 
 
 def test_bad_inputs_and_modes(tiny):
