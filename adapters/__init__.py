@@ -23,6 +23,7 @@ def register_builtin() -> None:
         iv_vae,
         lite_vae,
         od_vae,
+        open_sora_vae,
         resample,
         sd_vae,
         svd_vae,
@@ -30,7 +31,7 @@ def register_builtin() -> None:
     )
 
     modules = (identity, resample, codec, wf_vae, od_vae, cv_vae, iv_vae, sd_vae, lite_vae)
-    for module in (*modules, diffusers_video, svd_vae):
+    for module in (*modules, diffusers_video, svd_vae, open_sora_vae):
         for preset in module.PRESETS:
             register(preset, replace=True)
 

@@ -78,8 +78,18 @@ def _od_vae_temporal(mode: InferenceMode, spec: VAESpec, frames: int) -> tuple[i
     return TemporalTiles(mode.size, mode.overlap, spec.temporal_factor).seams(frames)
 
 
+def _from_frame_zero(mode: InferenceMode, spec: VAESpec, frames: int) -> tuple[int, ...]:
+    """Blocks of ``size`` frames from frame 0 although the model is causal (Open-Sora's
+    micro-frame blocks: each block's first frame is encoded alone)."""
+    assert mode.size is not None
+    return tuple(range(mode.size, frames, mode.size))
+
+
 #: Families whose temporal chunking is not plain blocks (keyed by ``VAESpec.family``).
-TEMPORAL_RULES: dict[str, TemporalRule] = {"od-vae": _od_vae_temporal}
+TEMPORAL_RULES: dict[str, TemporalRule] = {
+    "od-vae": _od_vae_temporal,
+    "open-sora-vae": _from_frame_zero,
+}
 #: Families whose spatial tiling runs a frame that fits in one tile whole (no seam).
 WHOLE_WHEN_FITS = frozenset({"od-vae", "sd-vae"})
 #: Families whose tile grid stops at the first tile that reaches the edge (CV-VAE's).
