@@ -9,22 +9,17 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from vae_bench.adapters import AdapterError, Preset
-
-
-def _official_weights(preset: Preset) -> str:
-    """Where a preset's released weights are, or why it has none."""
-    if preset.release:
-        fetch = " (`weights: official` fetches them)" if preset.source else ""
-        return f"{preset.release}{fetch}"
-    if preset.adapter.weights == "none":
-        return "none needed (nothing learned)"
-    return "none released: random weights, or a local checkpoint path"
+from vae_bench.adapters import AdapterError
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
+    from vae_bench.adapters.model_table import markdown_table, official_weights
     from vae_bench.adapters.registry import presets_by_family
     from vae_bench.data import load_datasets
+
+    if args.markdown:
+        print(markdown_table())
+        return 0
 
     if args.sweeps:
         from vae_bench import sweeps
@@ -38,7 +33,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
         print(f"  {family}")
         for preset in members:
             print(f"    {preset.name:24s} {preset.description}")
-            print(f"    {'':24s} official weights: {_official_weights(preset)}")
+            print(f"    {'':24s} official weights: {preset.release or official_weights(preset)}")
     print("\ndatasets:")
     for name, dataset in load_datasets(args.datasets).items():
         print(f"  {name:24s} {dataset.protocol}")
@@ -173,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="registered models (presets) and datasets")
     p.add_argument("--datasets", default=None, help="datasets.yaml (default: ./datasets.yaml)")
     p.add_argument("--sweeps", action="store_true", help="list the shipped sweeps instead")
+    p.add_argument("--markdown", action="store_true",
+                   help="every preset's latent channels, factors, frame rule, size and weights "
+                   "as a Markdown table (the README's)")
     p.set_defaults(func=_cmd_list)
 
     p = sub.add_parser("run", help="run a sweep file (resumes a run of the same name)")

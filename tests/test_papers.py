@@ -163,8 +163,9 @@ def test_other_papers_values_equal_the_quoted_ones(published):
 
 def test_tolerance_is_the_largest_spread_of_repeated_reports(published):
     tol = tolerances(published)
-    # od-vae-4ch on WebVid: 30.69 (WF-VAE Table 1) vs 31.16 (Open-Sora Plan v1.2 report)
-    assert tol["psnr"] == pytest.approx(31.16 - 30.69)
+    # cv-vae on Panda-70M: 30.18 (WF-VAE Table 1) vs 29.57 (Open-Sora Plan v1.2 report);
+    # od-vae-4ch on WebVid for the others: WF-VAE Table 1 vs the same report
+    assert tol["psnr"] == pytest.approx(30.18 - 29.57)
     assert tol["ssim"] == pytest.approx(0.8694 - 0.8635)
     assert tol["lpips"] == pytest.approx(0.0586 - 0.0553)
     assert "rfvd" not in tol  # only Table 1 reports it: no repeat, no spread
