@@ -236,10 +236,13 @@ def run_quality(
                 nonfinite += ok.count(False)
                 if any(ok):
                     with clock.stage("metrics"):
+                        if not all(ok):  # copies only when a clip must be left out
+                            target, recon = target[finite], recon[finite]
+                            full = full[finite] if vs_full is not None else None
                         for metric in against_target:
-                            metric.update(target[finite], recon[finite])
+                            metric.update(target, recon)
                         for metric in against_full:
-                            metric.update(full[finite], recon[finite])
+                            metric.update(full, recon)
             progress.update(len(batch) + len(skipped))
             done = len(clip_rows)
             if done // TRIM_EVERY > (done - len(batch) - len(skipped)) // TRIM_EVERY:
