@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import itertools
 import os
+import re
 from pathlib import Path
 
 import av
@@ -86,6 +87,14 @@ def expected_rows(root: Path) -> dict[str, tuple[str, str]]:
     }
 
 
+def any_ffmpeg_call(rows: dict[str, tuple[str, str]]) -> dict[str, tuple[str, str]]:
+    """Rows with the FFmpeg call a decoding error names left out: the decoder reports bad
+    data when receiving frames with threads, when sending packets without (as in the
+    loader's workers)."""
+    call = re.compile(r"avcodec_(send_packet|receive_frame)\(\)")
+    return {clip: (status, call.sub("avcodec_*()", why)) for clip, (status, why) in rows.items()}
+
+
 def test_every_file_gets_one_clip_row_with_its_reason_and_the_run_goes_on(library, tmp_path):
     datasets = tmp_path / "datasets.yaml"
     datasets.write_text(yaml.safe_dump({"lib": {"kind": "folder", "root": str(library)}}))
@@ -99,7 +108,7 @@ def test_every_file_gets_one_clip_row_with_its_reason_and_the_run_goes_on(librar
     clips = pd.read_csv(root / "clips.csv", keep_default_na=False)
     assert not clips["clip"].duplicated().any()
     found = dict(zip(clips["clip"], zip(clips.status, clips.reason, strict=True), strict=True))
-    assert found == expected_rows(library)
+    assert any_ffmpeg_call(found) == any_ffmpeg_call(expected_rows(library))
     assert list(clips.source) == [str(library / clip) for clip in clips["clip"]]
 
     psnr = read_results(root).set_index("metric").loc["psnr"]
