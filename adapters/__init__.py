@@ -13,8 +13,8 @@ from vae_bench.adapters.base import (
 from vae_bench.adapters.registry import create_model, get_preset, presets, register
 
 
-def register_builtin() -> None:
-    """Register the suite's own presets (entry point ``vae_bench.adapters:builtin``)."""
+def builtin_presets() -> list[Preset]:
+    """The suite's own presets, family by family."""
     from vae_bench.adapters import (
         codec,
         cv_vae,
@@ -31,9 +31,14 @@ def register_builtin() -> None:
     )
 
     modules = (identity, resample, codec, wf_vae, od_vae, cv_vae, iv_vae, sd_vae, lite_vae)
-    for module in (*modules, diffusers_video, svd_vae, open_sora_vae):
-        for preset in module.PRESETS:
-            register(preset, replace=True)
+    families = (*modules, diffusers_video, svd_vae, open_sora_vae)
+    return [preset for module in families for preset in module.PRESETS]
+
+
+def register_builtin() -> None:
+    """Register the suite's own presets (entry point ``vae_bench.adapters:builtin``)."""
+    for preset in builtin_presets():
+        register(preset, replace=True)
 
 
 __all__ = [
@@ -45,6 +50,7 @@ __all__ = [
     "Preset",
     "VAESpec",
     "VideoVAE",
+    "builtin_presets",
     "create_model",
     "get_preset",
     "presets",

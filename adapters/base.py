@@ -292,6 +292,16 @@ class VideoVAE(abc.ABC):
     def reconstruct(self, video: torch.Tensor, mode: InferenceMode | str = FULL) -> torch.Tensor:
         return self.decode(self.encode(video, mode), mode)
 
+    def check_latent(self, latent: torch.Tensor) -> None:
+        """Refuse a latent of the wrong layout with the shape this model takes (it would
+        otherwise fail deep inside a convolution, naming weights instead)."""
+        channels = self.spec.latent_channels
+        if latent.ndim != 5 or latent.shape[1] != channels or latent.shape[2] < 1:
+            raise AdapterError(
+                f"{self.spec.name}: latent must be [B, {channels}, T, H, W], "
+                f"got shape {tuple(latent.shape)}"
+            )
+
     # --- construction (adapters override) -----------------------------------------
     @classmethod
     def from_config(cls, preset: Preset) -> VideoVAE:

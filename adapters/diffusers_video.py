@@ -234,11 +234,7 @@ class DiffusersVideoVAE(VideoVAE):
         return cpu_seeded_sample(posterior.mean, posterior.logvar, seed)
 
     def _decode(self, latent: torch.Tensor, mode: InferenceMode) -> torch.Tensor:
-        if latent.ndim != 5 or latent.shape[1] != self.spec.latent_channels:
-            raise AdapterError(
-                f"{self.spec.name}: latent must be [B, {self.spec.latent_channels}, T, H, W], "
-                f"got shape {tuple(latent.shape)}"
-            )
+        self.check_latent(latent)
         with self._tiling(mode):
             out = self._vae.decode(latent.to(self.dtype))
         return getattr(out, "sample", out)  # VidTok returns the tensor itself

@@ -212,11 +212,7 @@ class SDVAE(VideoVAE):
         return self._per_frame(video, mode, lambda x: self._vae.encode(x).latent_dist.mode())
 
     def _decode(self, latent: torch.Tensor, mode: InferenceMode) -> torch.Tensor:
-        if latent.ndim != 5 or latent.shape[1] != self.spec.latent_channels:
-            raise AdapterError(
-                f"{self.spec.name}: latent must be [B, {self.spec.latent_channels}, T, H, W], "
-                f"got shape {tuple(latent.shape)}"
-            )
+        self.check_latent(latent)
         return self._per_frame(latent, mode, lambda z: self._vae.decode(z).sample)
 
     def _sample(self, video: torch.Tensor, mode: InferenceMode, seed: int) -> torch.Tensor:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from vae_bench.adapters.base import AdapterError, InferenceMode, Preset
+from vae_bench.adapters.base import InferenceMode, Preset
 from vae_bench.adapters.diffusers_video import (
     DiffusersVideoVAE,
     VideoFamily,
@@ -49,11 +49,7 @@ class SVDVAE(DiffusersVideoVAE):
         return cpu_seeded_sample(mean, logvar, seed)
 
     def _decode(self, latent: torch.Tensor, mode: InferenceMode) -> torch.Tensor:
-        if latent.ndim != 5 or latent.shape[1] != self.spec.latent_channels:
-            raise AdapterError(
-                f"{self.spec.name}: latent must be [B, {self.spec.latent_channels}, T, H, W], "
-                f"got shape {tuple(latent.shape)}"
-            )
+        self.check_latent(latent)
         chunk = self.decode_chunk_size or latent.shape[2]
         videos = []
         for one in latent.to(self.dtype):  # the pipeline decodes one video's frames together

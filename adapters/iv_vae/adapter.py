@@ -89,12 +89,7 @@ class IVVAE(VideoVAE):
         return cpu_seeded_sample(mean, logvar, seed)
 
     def _decode(self, latent: torch.Tensor, mode: InferenceMode) -> torch.Tensor:
-        channels = self.spec.latent_channels
-        if latent.ndim != 5 or latent.shape[1] != channels or latent.shape[2] < 1:
-            raise AdapterError(
-                f"{self.spec.name}: latent must be [B, {channels}, T, H, W], "
-                f"got {tuple(latent.shape)}"
-            )
+        self.check_latent(latent)
         latent = latent.to(device=self.device, dtype=self.dtype)
         chunk = self._chunk(mode)
         return self._model.decode_latent(

@@ -106,11 +106,7 @@ class LiteVAE(VideoVAE):
         return self._per_frame(video, self._model.encode)
 
     def _decode(self, latent: torch.Tensor, mode: InferenceMode) -> torch.Tensor:
-        if latent.ndim != 5 or latent.shape[1] != self.spec.latent_channels:
-            raise AdapterError(
-                f"{self.spec.name}: latent must be [B, {self.spec.latent_channels}, T, H, W], "
-                f"got shape {tuple(latent.shape)}"
-            )
+        self.check_latent(latent)
         return self._per_frame(latent, self._model.decode)
 
     def _sample(self, video: torch.Tensor, mode: InferenceMode, seed: int) -> torch.Tensor:

@@ -118,12 +118,7 @@ class ODVAE(GaussianVideoVAE):
         return run(video)
 
     def _decode(self, latent: torch.Tensor, mode: InferenceMode) -> torch.Tensor:
-        channels = self.spec.latent_channels
-        if latent.ndim != 5 or latent.shape[1] != channels or latent.shape[2] < 1:
-            raise AdapterError(
-                f"{self.spec.name}: latent must be [B, {channels}, T, H, W], "
-                f"got {tuple(latent.shape)}"
-            )
+        self.check_latent(latent)
         latent = latent.to(device=self.device, dtype=self.dtype)
         run = self._model.decode_latent
         factor = self.spec.spatial_factor

@@ -120,8 +120,8 @@ class OpenSoraVAE(VideoVAE):
             return None
         if mode.overlap:
             raise AdapterError(
-                f"{self.spec.name}: {mode.label}: the release's micro-frame blocks do not "
-                "overlap; give temporal_chunks(size)"
+                f"{self.spec.name}: temporal_chunks takes no overlap (the release's "
+                f"micro-frame blocks do not overlap); got {mode.label}"
             )
         check_micro(mode.size)
         return mode.size
@@ -140,12 +140,7 @@ class OpenSoraVAE(VideoVAE):
         return cpu_seeded_sample(posterior.mean, posterior.logvar, seed + 1)
 
     def _decode(self, latent: torch.Tensor, mode: InferenceMode) -> torch.Tensor:
-        channels = self.spec.latent_channels
-        if latent.ndim != 5 or latent.shape[1] != channels or latent.shape[2] < 1:
-            raise AdapterError(
-                f"{self.spec.name}: latent must be [B, {channels}, T, H, W], "
-                f"got {tuple(latent.shape)}"
-            )
+        self.check_latent(latent)
         z = latent.to(device=self.device, dtype=self.dtype)
         image_latent = decode_blocks(z, self._model.temporal_vae.decode, self._micro(mode))
         return self._spatial.decode(image_latent / SPATIAL_SCALE)

@@ -104,11 +104,7 @@ class WFVAE(GaussianVideoVAE):
         return self._model.encode_moments(video)
 
     def _decode(self, latent: torch.Tensor, mode: InferenceMode) -> torch.Tensor:
-        if latent.ndim != 5 or latent.shape[1] != self.spec.latent_channels:
-            raise AdapterError(
-                f"{self.spec.name}: latent must be [B, {self.spec.latent_channels}, T, H, W], "
-                f"got {tuple(latent.shape)}"
-            )
+        self.check_latent(latent)
         latent = latent.to(device=self.device, dtype=self.dtype)
         if mode.kind == "temporal_chunks":
             return self._model.decode_latent(latent, chunk=self._chunk(mode) // TEMPORAL_FACTOR)
