@@ -319,7 +319,13 @@ class VideoVAE(abc.ABC):
     def to(
         self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
     ) -> VideoVAE:
-        self.module.to(device=device, dtype=dtype)
+        """Move and cast the model. A module that keeps no layers in float32 is cast by
+        torch's own ``Module.to``: diffusers' override would warn on every cast that
+        layers are kept in float32 even when it keeps none, and cast the same way."""
+        if getattr(self.module, "_keep_in_fp32_modules", None):
+            self.module.to(device=device, dtype=dtype)
+        else:
+            torch.nn.Module.to(self.module, device=device, dtype=dtype)
         return self
 
     def eval(self) -> VideoVAE:

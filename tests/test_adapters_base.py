@@ -82,3 +82,41 @@ def test_builtin_presets_come_through_the_entry_point_group():
     names = {e.name: e.value for e in entry_points(group=ENTRY_POINT_GROUP)}
     assert names.get("builtin") == "vae_bench.adapters:register_builtin"
     assert "identity" in adapters.presets()
+
+
+class _CastRecorder(torch.nn.Module):
+    """A module with a diffusers-style ``to`` override that records being called."""
+
+    def __init__(self, keep: list[str]) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(2, 2)
+        self._keep_in_fp32_modules = keep
+        self.own_to_calls = 0
+
+    def to(self, *args, **kwargs):  # type: ignore[override]
+        self.own_to_calls += 1
+        return super().to(*args, **kwargs)
+
+
+class _Wrapped(adapters.VideoVAE):
+    def __init__(self, module: torch.nn.Module) -> None:
+        self._module = module
+        self.spec = VAESpec(name="wrapped", family="test", latent_channels=2)
+
+    @property
+    def module(self) -> torch.nn.Module:
+        return self._module
+
+    def _encode(self, video, mode):
+        return video
+
+    def _decode(self, latent, mode):
+        return latent
+
+
+@pytest.mark.parametrize(("keep", "own_calls"), [([], 0), (["layer"], 1)])
+def test_cast_bypasses_a_float32_keeping_override_only_when_it_keeps_nothing(keep, own_calls):
+    module = _CastRecorder(keep)
+    vae = _Wrapped(module).to("cpu", torch.bfloat16)
+    assert vae.dtype == torch.bfloat16 and module.layer.weight.dtype == torch.bfloat16
+    assert module.own_to_calls == own_calls
