@@ -7,6 +7,8 @@ listing) in one :class:`AdapterError`, so a wrong file is diagnosed in one run.
 
 from __future__ import annotations
 
+import inspect
+import json
 import pickle
 import zipfile
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -23,6 +25,9 @@ from vae_bench.adapters.base import AdapterError
 Shape = tuple[int, ...]
 DIFFUSERS_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+CONFIG_NAME = "config.json"
+#: A release config's constructor arguments and notes on what was left out of them.
+Config = tuple[dict[str, Any], tuple[str, ...]]
 
 
 @dataclass(frozen=True)
@@ -226,3 +231,37 @@ def find_weights(
         f"{directory}: no {family} weights found (expected {ckpt}"
         f"{' or '.join(DIFFUSERS_WEIGHTS)}{extra}; found {present})"
     )
+
+
+def constructor_defaults(cls: type) -> dict[str, Any]:
+    """A model class's constructor arguments and their defaults (the release's)."""
+    parameters = inspect.signature(cls.__init__).parameters
+    return {name: p.default for name, p in parameters.items() if name != "self"}
+
+
+def read_class_config(path: Path, class_name: str) -> dict[str, Any]:
+    """A release's ``config.json`` as a dict, refused when it names another class."""
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise AdapterError(f"cannot read {class_name} config {path}: {error}") from error
+    if not isinstance(config, dict):
+        raise AdapterError(f"{path}: expected a JSON object, got {type(config).__name__}")
+    name = config.get("_class_name", class_name)
+    if name != class_name:
+        raise AdapterError(f"{path}: _class_name is {name!r}, expected {class_name!r}")
+    return config
+
+
+def release_config(
+    path: Path, read: Callable[[Path], Config], fallback: Callable[[], Config]
+) -> Config:
+    """The config of a release folder, or of the folder holding one weights file; a lone
+    file with no ``config.json`` beside it takes ``fallback`` (the preset's), noted."""
+    config_path = (path if path.is_dir() else path.parent) / CONFIG_NAME
+    if config_path.is_file():
+        return read(config_path)
+    if path.is_dir():
+        raise AdapterError(f"{path}: no {CONFIG_NAME} (the release ships one with weights)")
+    config, notes = fallback()
+    return config, (*notes, f"no {CONFIG_NAME} beside {path.name}: preset config used")

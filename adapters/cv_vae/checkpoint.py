@@ -13,62 +13,48 @@ else. Config keys the class does not take are noted in the load report.
 
 from __future__ import annotations
 
-import inspect
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from vae_bench.adapters.base import AdapterError
 from vae_bench.adapters.checkpoints import (
     COUNTS,
+    Config,
     LoadReport,
     check_state_dict,
+    constructor_defaults,
     find_weights,
     model_shapes,
+    read_class_config,
     read_state_dict,
+    release_config,
     shapes,
 )
 from vae_bench.adapters.cv_vae.model import CVVAEModel
 
-CONFIG_NAME = "config.json"
 CLASS_NAME = "CVVAEModel"
 # The keys that shape the network (the others are checked by the class or are inference
 # settings).
 ARCHITECTURE = ("ch", "ch_mult", "num_res_blocks", "z_channels")
 
 
-def class_arguments() -> dict[str, Any]:
-    parameters = inspect.signature(CVVAEModel.__init__).parameters
-    return {name: p.default for name, p in parameters.items() if name != "self"}
-
-
 def split_config(config: Mapping[str, Any], source: str) -> tuple[dict[str, Any], tuple[str, ...]]:
     """The class's arguments in ``config``, and a note naming the keys left out."""
-    accepted = class_arguments()
+    accepted = constructor_defaults(CVVAEModel)
     ignored = sorted(k for k in config if not k.startswith("_") and k not in accepted)
     notes = (f"{source}: keys not used by {CLASS_NAME}: {', '.join(ignored)}",) if ignored else ()
     return {k: v for k, v in config.items() if k in accepted}, notes
 
 
-def read_config(path: Path) -> tuple[dict[str, Any], tuple[str, ...]]:
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise AdapterError(f"cannot read {CLASS_NAME} config {path}: {error}") from error
-    if not isinstance(config, dict):
-        raise AdapterError(f"{path}: expected a JSON object, got {type(config).__name__}")
-    name = config.get("_class_name", CLASS_NAME)
-    if name != CLASS_NAME:
-        raise AdapterError(f"{path}: _class_name is {name!r}, expected {CLASS_NAME!r}")
-    return split_config(config, str(path))
+def read_config(path: Path) -> Config:
+    return split_config(read_class_config(path, CLASS_NAME), str(path))
 
 
 def architecture_differences(found: Mapping[str, Any], expected: Mapping[str, Any]) -> list[str]:
     """The architecture keys where two configs differ (absent keys at the class default)."""
-    defaults = class_arguments()
+    defaults = constructor_defaults(CVVAEModel)
     differences = []
     for key in ARCHITECTURE:
         a, b = found.get(key, defaults[key]), expected.get(key, defaults[key])
@@ -100,19 +86,10 @@ def load_model(path: Path, fallback_config: Mapping[str, Any]) -> tuple[CVVAEMod
     when there is one, else ``fallback_config``, the preset's).
     """
     path = Path(path)
-    if path.is_dir():
-        config_path = path / CONFIG_NAME
-        if not config_path.is_file():
-            raise AdapterError(f"{path}: no {CONFIG_NAME} (the release ships one with weights)")
-        config, notes = read_config(config_path)
-        weights = find_weights(path, CLASS_NAME, read_checkpoints=False)
-    else:
-        weights, config_path = path, path.parent / CONFIG_NAME
-        if config_path.is_file():
-            config, notes = read_config(config_path)
-        else:
-            config, notes = split_config(fallback_config, "preset config")
-            notes = (*notes, f"no {CONFIG_NAME} beside {path.name}: preset config used")
+    config, notes = release_config(
+        path, read_config, lambda: split_config(fallback_config, "preset config")
+    )
+    weights = find_weights(path, CLASS_NAME, read_checkpoints=False) if path.is_dir() else path
     with torch.device("meta"):  # no random init: every tensor is overwritten below
         model = CVVAEModel.from_config(config)
     model.to_empty(device="cpu")

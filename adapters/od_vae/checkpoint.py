@@ -19,8 +19,6 @@ too, and the ones that would change the network are checked.
 
 from __future__ import annotations
 
-import inspect
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -30,16 +28,19 @@ import torch
 from vae_bench.adapters.base import AdapterError
 from vae_bench.adapters.checkpoints import (
     COUNTS,
+    Config,
     LoadReport,
     check_state_dict,
+    constructor_defaults,
     find_weights,
     model_shapes,
+    read_class_config,
     read_state_dict,
+    release_config,
     shapes,
 )
 from vae_bench.adapters.od_vae.model import CausalVAEModel
 
-CONFIG_NAME = "config.json"
 CLASS_NAME = "CausalVAEModel"
 TRAINING_PREFIX = "loss."
 # Keys of released configs that the class does not take but that describe the network:
@@ -54,12 +55,6 @@ FIXED_KEYS: dict[str, Any] = {
 NON_ARCHITECTURE = ("dropout", "scale", "shift")
 
 
-def class_defaults() -> dict[str, Any]:
-    """The constructor's arguments and their defaults (the release's)."""
-    parameters = inspect.signature(CausalVAEModel.__init__).parameters
-    return {name: p.default for name, p in parameters.items() if name != "self"}
-
-
 def _normal(value: Any) -> Any:
     return tuple(_normal(v) for v in value) if isinstance(value, list | tuple) else value
 
@@ -68,30 +63,21 @@ def architecture_differences(found: Mapping[str, Any], expected: Mapping[str, An
     """The architecture keys where two configs differ, each missing key at the class's
     default (``found`` from a release file, ``expected`` from a preset)."""
     differences = []
-    for key, default in class_defaults().items():
+    for key, default in constructor_defaults(CausalVAEModel).items():
         a, b = _normal(found.get(key, default)), _normal(expected.get(key, default))
         if key not in NON_ARCHITECTURE and a != b:
             differences.append(f"{key} {a!r} (preset {b!r})")
     return differences
 
 
-def read_config(path: Path) -> tuple[dict[str, Any], tuple[str, ...]]:
+def read_config(path: Path) -> Config:
     """The constructor arguments in a release ``config.json`` and notes on the rest."""
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise AdapterError(f"cannot read CausalVAEModel config {path}: {error}") from error
-    if not isinstance(config, dict):
-        raise AdapterError(f"{path}: expected a JSON object, got {type(config).__name__}")
-    name = config.get("_class_name", CLASS_NAME)
-    if name != CLASS_NAME:
-        raise AdapterError(f"{path}: _class_name is {name!r}, expected {CLASS_NAME!r}")
-    return split_config(config, str(path))
+    return split_config(read_class_config(path, CLASS_NAME), str(path))
 
 
 def split_config(config: Mapping[str, Any], source: str) -> tuple[dict[str, Any], tuple[str, ...]]:
     """Keep the class's arguments; check the architectural extras; note what is ignored."""
-    accepted = class_defaults()
+    accepted = constructor_defaults(CausalVAEModel)
     for key, allowed in FIXED_KEYS.items():
         value = config.get(key, allowed)
         values = value if isinstance(value, list | tuple) else [value]
@@ -130,19 +116,10 @@ def load_model(
     used when there is one, else ``fallback_config``, the preset's).
     """
     path = Path(path)
-    if path.is_dir():
-        config_path = path / CONFIG_NAME
-        if not config_path.is_file():
-            raise AdapterError(f"{path}: no {CONFIG_NAME} (the release ships one with weights)")
-        config, notes = read_config(config_path)
-        weights = find_weights(path, CLASS_NAME)
-    else:
-        weights, config_path = path, path.parent / CONFIG_NAME
-        if config_path.is_file():
-            config, notes = read_config(config_path)
-        else:
-            config, notes = split_config(fallback_config, "preset config")
-            notes = (*notes, f"no {CONFIG_NAME} beside {path.name}: preset config used")
+    config, notes = release_config(
+        path, read_config, lambda: split_config(fallback_config, "preset config")
+    )
+    weights = find_weights(path, CLASS_NAME) if path.is_dir() else path
     with torch.device("meta"):  # no random init: every tensor is overwritten below
         model = CausalVAEModel.from_config(config)
     model.to_empty(device="cpu")

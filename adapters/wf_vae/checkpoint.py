@@ -18,8 +18,6 @@ Both are recorded in the load report.
 
 from __future__ import annotations
 
-import inspect
-import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,27 +30,18 @@ from vae_bench.adapters.checkpoints import (
     COUNTS,
     LoadReport,
     check_state_dict,
+    constructor_defaults,
     find_weights,
     model_shapes,
+    read_class_config,
     read_state_dict,
+    release_config,
     shapes,
 )
 from vae_bench.adapters.wf_vae.model import WFVAEModel
 from vae_bench.adapters.wf_vae.wavelet import HAAR_MODULES
 
-CONFIG_NAME = "config.json"
 _OPEN_SORA_SPELLING = re.compile(r"^(encoder|decoder)\.(inverse_)?wavelet_tranform_")
-
-
-def read_config(path: Path) -> dict[str, Any]:
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise AdapterError(f"cannot read WF-VAE config {path}: {error}") from error
-    name = config.get("_class_name", "WFVAEModel")
-    if name != "WFVAEModel":
-        raise AdapterError(f"{path}: _class_name is {name!r}, expected 'WFVAEModel'")
-    return config
 
 
 def haar_keys(model: torch.nn.Module) -> set[str]:
@@ -95,21 +84,13 @@ def load_model(
     is used when there is one, else ``fallback_config``).
     """
     path = Path(path)
-    notes: list[str] = []
-    if path.is_dir():
-        config_path = path / CONFIG_NAME
-        if not config_path.is_file():
-            raise AdapterError(f"{path}: no {CONFIG_NAME} (the release ships one with weights)")
-        config = read_config(config_path)
-        weights = find_weights(path, "WF-VAE", single_safetensors=True)
-    else:
-        weights, config_path = path, path.parent / CONFIG_NAME
-        if config_path.is_file():
-            config = read_config(config_path)
-        else:
-            config = dict(fallback_config)
-            notes.append(f"no {CONFIG_NAME} beside {path.name}: preset config used")
-    init_keys = set(inspect.signature(WFVAEModel.__init__).parameters) - {"self"}
+    config, noted = release_config(
+        path, lambda found: (read_class_config(found, "WFVAEModel"), ()),
+        lambda: (dict(fallback_config), ()),
+    )  # fmt: skip
+    notes = list(noted)
+    weights = find_weights(path, "WF-VAE", single_safetensors=True) if path.is_dir() else path
+    init_keys = set(constructor_defaults(WFVAEModel))
     ignored = sorted(k for k in config if not k.startswith("_") and k not in init_keys)
     if ignored:
         notes.append(f"config keys not used by WFVAEModel: {', '.join(ignored)}")
